@@ -1,0 +1,15 @@
+//! weir's runtime: the row data model, epochs and event-time watermarks, key groups and keyed
+//! state, and the execution of one timely computation across threads and processes.
+//!
+//! Connectors, operators and the job model live in the crates above this one; only this crate
+//! and operator internals touch timely's builder API.
+
+pub mod data;
+pub mod event;
+pub mod keys;
+pub mod runtime;
+pub mod state;
+pub mod stats;
+pub mod watermark;
+
+pub use timely;

@@ -1,0 +1,241 @@
+//! Event-time watermarks: per source partition, combined into one per epoch that every worker
+//! agrees on.
+//!
+//! Each source partition tracks `max event time seen − max_out_of_orderness`. A worker's
+//! source reports the minimum over its live partitions (idle and finished ones excluded) as
+//! data on a small side stream, at the epoch it holds. [`GlobalWatermark::global_watermark`]
+//! broadcasts those reports and, once an epoch is complete, folds them in epoch order:
+//! every worker computes the same watermark for the same epoch.
+
+use std::collections::BTreeMap;
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::event::{Epoch, WATERMARK_END, WATERMARK_MIN};
+
+/// The watermark of one source partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionWatermark {
+    max_ts: i64,
+    out_of_orderness: i64,
+}
+
+impl PartitionWatermark {
+    /// A partition that has seen nothing, allowing `out_of_orderness_ms` of disorder.
+    pub fn new(out_of_orderness_ms: i64) -> Self {
+        PartitionWatermark { max_ts: WATERMARK_MIN, out_of_orderness: out_of_orderness_ms.max(0) }
+    }
+
+    /// Records an event time.
+    #[inline]
+    pub fn observe(&mut self, ts: i64) {
+        if ts > self.max_ts {
+            self.max_ts = ts;
+        }
+    }
+
+    /// The watermark: no later record of this partition is expected below it.
+    #[inline]
+    pub fn current(&self) -> i64 {
+        if self.max_ts == WATERMARK_MIN {
+            WATERMARK_MIN
+        } else {
+            self.max_ts.saturating_sub(self.out_of_orderness)
+        }
+    }
+
+    /// The largest event time seen.
+    pub fn max_event_time(&self) -> i64 {
+        self.max_ts
+    }
+}
+
+/// Subtracts `delay_ms` from a watermark, keeping the two ends fixed.
+#[inline]
+pub fn delay_watermark(wm: i64, delay_ms: i64) -> i64 {
+    if wm == WATERMARK_END || wm == WATERMARK_MIN {
+        wm
+    } else {
+        wm.saturating_sub(delay_ms)
+    }
+}
+
+/// A watermark report of one worker: `(worker index, local watermark)`.
+pub type LocalWatermark = (u32, i64);
+
+/// Turns local watermark reports into the global watermark stream.
+pub trait GlobalWatermark<'scope> {
+    /// Broadcasts every worker's reports and emits, at each epoch where it advances, the
+    /// minimum over all workers' latest reports. The output is identical on every worker.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use weir_engine::watermark::GlobalWatermark;
+    ///
+    /// let out = timely::example(|scope| {
+    ///     vec![(0u32, 10i64), (0, 20)].to_stream(scope).global_watermark("wm").capture()
+    /// });
+    /// assert_eq!(out.extract(), vec![(0, vec![20])]);
+    /// ```
+    fn global_watermark(self, name: &str) -> StreamVec<'scope, Epoch, i64>;
+}
+
+impl<'scope> GlobalWatermark<'scope> for StreamVec<'scope, Epoch, LocalWatermark> {
+    fn global_watermark(self, name: &str) -> StreamVec<'scope, Epoch, i64> {
+        let peers = self.scope().peers();
+        self.broadcast().unary_frontier(Pipeline, name, move |_cap, _info| {
+            let mut latest = vec![WATERMARK_MIN; peers];
+            let mut current = WATERMARK_MIN;
+            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<LocalWatermark>)> =
+                BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        let entry =
+                            pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
+                        for batch in data {
+                            entry.1.append(batch);
+                        }
+                    }
+                });
+                // Fold complete epochs in order, so that every worker folds the same reports.
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (cap, reports) = entry.remove();
+                    for (worker, wm) in reports {
+                        let slot = &mut latest[worker as usize];
+                        *slot = (*slot).max(wm);
+                    }
+                    let min = latest.iter().copied().min().unwrap_or(WATERMARK_END);
+                    if min > current {
+                        current = min;
+                        output.session(&cap).give(current);
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Shifts a global watermark stream back by `delay_ms`: the watermark downstream of an
+/// operator that emits its records `delay_ms` behind its input watermark.
+pub fn delay_stream<'scope>(
+    stream: StreamVec<'scope, Epoch, i64>,
+    delay_ms: i64,
+) -> StreamVec<'scope, Epoch, i64> {
+    if delay_ms == 0 {
+        return stream;
+    }
+    stream.map(move |wm| delay_watermark(wm, delay_ms))
+}
+
+/// Watermark values that arrived on an operator's watermark input, held with their epoch's
+/// capability until the epoch is complete.
+pub struct PendingWatermarks {
+    pending: BTreeMap<Epoch, (Capability<Epoch>, i64)>,
+    current: i64,
+}
+
+impl Default for PendingWatermarks {
+    fn default() -> Self {
+        PendingWatermarks { pending: BTreeMap::new(), current: WATERMARK_MIN }
+    }
+}
+
+impl PendingWatermarks {
+    /// Stashes a watermark received at the capability's epoch.
+    pub fn push(&mut self, cap: Capability<Epoch>, wm: i64) {
+        let entry = self.pending.entry(*cap.time()).or_insert((cap, wm));
+        entry.1 = entry.1.max(wm);
+    }
+
+    /// The watermark of the last completed epoch.
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+
+    /// Removes and returns the earliest pending epoch not beyond `frontier` (complete), with
+    /// its capability; updates [`current`](Self::current).
+    pub fn pop_complete(
+        &mut self,
+        complete: impl Fn(&Epoch) -> bool,
+    ) -> Option<(Capability<Epoch>, i64)> {
+        let entry = self.pending.first_entry()?;
+        if !complete(entry.key()) {
+            return None;
+        }
+        let (cap, wm) = entry.remove();
+        self.current = self.current.max(wm);
+        Some((cap, self.current))
+    }
+
+    /// Number of epochs waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::{Capture, Input, Probe};
+    use timely::dataflow::InputHandleVec;
+
+    use super::*;
+
+    #[test]
+    fn partition_watermark_lags_by_out_of_orderness() {
+        let mut p = PartitionWatermark::new(5);
+        assert_eq!(p.current(), WATERMARK_MIN);
+        p.observe(100);
+        p.observe(90);
+        assert_eq!(p.current(), 95);
+        assert_eq!(delay_watermark(WATERMARK_END, 10), WATERMARK_END);
+        assert_eq!(delay_watermark(100, 10), 90);
+    }
+
+    #[test]
+    fn every_worker_sees_the_same_minimum_per_epoch() {
+        let (send, recv) = std::sync::mpsc::channel();
+        let send = std::sync::Mutex::new(send);
+        timely::execute(timely::Config::process(3), move |worker| {
+            let index = worker.index() as u32;
+            let mut input = InputHandleVec::<Epoch, LocalWatermark>::new();
+            let probe = timely::dataflow::ProbeHandle::new();
+            let captured = worker.dataflow(|scope| {
+                let stream = scope.input_from(&mut input).global_watermark("wm");
+                let stream = stream.probe_with(&probe);
+                stream.capture()
+            });
+            // Worker w reports 10·(w+1) at epoch 0 and 100 + w at epoch 2.
+            input.send((index, 10 * (index as i64 + 1)));
+            input.advance_to(2);
+            input.send((index, 100 + index as i64));
+            input.advance_to(3);
+            input.send((index, WATERMARK_END));
+            input.close();
+            worker.step_while(|| !probe.done());
+            send.lock().unwrap().send((index, captured.extract())).unwrap();
+        })
+        .unwrap();
+        let mut results: Vec<_> = recv.iter().collect();
+        results.sort();
+        for (_, seen) in &results {
+            assert_eq!(seen, &vec![(0, vec![10]), (2, vec![100]), (3, vec![WATERMARK_END])]);
+        }
+        assert_eq!(results.len(), 3);
+    }
+}
