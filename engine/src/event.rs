@@ -21,7 +21,7 @@ pub const WATERMARK_END: i64 = i64::MAX;
 /// only, never of how partitions interleaved at run time: this is what makes lateness — and
 /// so every windowed result — the same at any worker count and on every replay. Records
 /// derived by an operator carry the watermark at which they were (deterministically) produced.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Event {
     /// Event time, milliseconds since the epoch.
     pub ts: i64,

@@ -162,17 +162,15 @@ impl PendingWatermarks {
         self.current
     }
 
-    /// Removes and returns the earliest pending epoch not beyond `frontier` (complete), with
-    /// its capability; updates [`current`](Self::current).
-    pub fn pop_complete(
-        &mut self,
-        complete: impl Fn(&Epoch) -> bool,
-    ) -> Option<(Capability<Epoch>, i64)> {
-        let entry = self.pending.first_entry()?;
-        if !complete(entry.key()) {
-            return None;
-        }
-        let (cap, wm) = entry.remove();
+    /// The earliest epoch with a pending watermark.
+    pub fn next_epoch(&self) -> Option<Epoch> {
+        self.pending.keys().next().copied()
+    }
+
+    /// Removes the earliest pending epoch (call once it is complete) and returns its
+    /// capability and the watermark as of that epoch; updates [`current`](Self::current).
+    pub fn pop_first(&mut self) -> Option<(Capability<Epoch>, i64)> {
+        let (_, (cap, wm)) = self.pending.pop_first()?;
         self.current = self.current.max(wm);
         Some((cap, self.current))
     }

@@ -1,0 +1,286 @@
+//! The timely operator of a window step.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+use weir_engine::data::RowBuilder;
+use weir_engine::event::{Epoch, Event};
+use weir_engine::keys::KeyGroups;
+use weir_engine::state::StateContext;
+use weir_engine::stats::JobStats;
+use weir_engine::watermark::PendingWatermarks;
+
+use super::assign::WindowKind;
+use super::state::{ClosedWindow, WindowState};
+use crate::aggregate::Aggregates;
+use crate::keyed::{key_exchange, KeyExtractor};
+
+/// What a window step computes.
+#[derive(Clone, Debug)]
+pub struct WindowConfig {
+    /// The step name: names the operator, its metrics and its state.
+    pub name: String,
+    /// Key columns of the input.
+    pub key_columns: Vec<usize>,
+    /// Window shape.
+    pub kind: WindowKind,
+    /// How long after a window's end records are still accepted, in ms.
+    pub allowed_lateness: i64,
+    /// The aggregates, compiled against the input schema.
+    pub aggregates: Arc<Aggregates>,
+    /// The job's key groups.
+    pub key_groups: KeyGroups,
+}
+
+/// The two outputs of a window step.
+pub struct WindowOutputs<'scope> {
+    /// One row per closed window and key.
+    pub results: StreamVec<'scope, Epoch, Event>,
+    /// Input records that arrived after all their windows had closed.
+    pub late: StreamVec<'scope, Epoch, Event>,
+}
+
+/// Keyed window aggregation driven by a watermark stream.
+pub trait WindowAggregate<'scope> {
+    /// Groups records by key into windows, and emits each window's aggregates once the
+    /// watermark (`watermarks`, identical on every worker) passes its end plus the allowed
+    /// lateness.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use weir_engine::data::{DataType, Field, Row, Schema, Value};
+    /// use weir_engine::event::{Event, WATERMARK_END};
+    /// use weir_operators::aggregate::Aggregates;
+    /// use weir_operators::window::{WindowAggregate, WindowConfig, WindowKind};
+    ///
+    /// let schema = Schema::new(vec![Field::new("user", DataType::String)]).unwrap();
+    /// let config = WindowConfig {
+    ///     name: "per_user".into(),
+    ///     key_columns: vec![0],
+    ///     kind: WindowKind::Tumbling { size: 10 },
+    ///     allowed_lateness: 0,
+    ///     aggregates: Arc::new(Aggregates::compile([("n", "count(*)")], &schema).unwrap()),
+    ///     key_groups: Default::default(),
+    /// };
+    /// let out = timely::example(move |scope| {
+    ///     let row = Row::from_values(&[Value::Str("ann".into())]);
+    ///     let events = vec![Event::new(3, 0, row.clone()), Event::new(7, 3, row)].to_stream(scope);
+    ///     let watermarks = vec![WATERMARK_END].to_stream(scope);
+    ///     events.window_aggregate(watermarks, config, None, Default::default()).results.capture()
+    /// });
+    /// let rows: Vec<String> = out.extract()[0].1.iter().map(|e| format!("{:?}", e.row)).collect();
+    /// assert_eq!(rows, ["[\"ann\", 1970-01-01T00:00:00.000Z, 1970-01-01T00:00:00.010Z, 2]"]);
+    /// ```
+    fn window_aggregate(
+        self,
+        watermarks: StreamVec<'scope, Epoch, i64>,
+        config: WindowConfig,
+        state: Option<StateContext>,
+        stats: Arc<JobStats>,
+    ) -> WindowOutputs<'scope>;
+}
+
+/// The per-worker logic, apart from timely plumbing.
+struct WindowLogic {
+    config: WindowConfig,
+    state: WindowState,
+    keys: KeyExtractor,
+    output: RowBuilder,
+    closed: Vec<ClosedWindow>,
+    stats: Arc<JobStats>,
+}
+
+impl WindowLogic {
+    /// Adds one record to its windows, or returns it when it is late.
+    #[inline]
+    fn insert(&mut self, event: Event, fired_wm: i64) -> Option<Event> {
+        let lateness = self.config.allowed_lateness;
+        let key = self.keys.key_bytes(&event.row);
+        let accepted = match self.config.kind {
+            WindowKind::Session { .. } => {
+                // Late when further behind the watermark than allowed: a session it could join
+                // may already be closed. `fired_wm` only matters after idle partitions rejoin.
+                let on_time = event.ts.saturating_add(lateness) >= event.wm.max(fired_wm);
+                if on_time {
+                    self.state.insert_session(key, event.ts, &event.row);
+                }
+                on_time
+            }
+            _ => {
+                let bound = event.wm.max(fired_wm);
+                self.state.insert_fixed(key, event.ts, &event.row, |end| end.saturating_add(lateness) > bound)
+            }
+        };
+        if accepted {
+            None
+        } else {
+            self.stats.add_late(1);
+            Some(event)
+        }
+    }
+
+    /// Closes every window the watermark `wm` has passed; returns their output records.
+    fn close(&mut self, wm: i64, out: &mut Vec<Event>) {
+        self.state.close_until(wm.saturating_sub(self.config.allowed_lateness), &mut self.closed);
+        let keys = self.config.key_columns.len();
+        for w in self.closed.drain(..) {
+            for k in 0..keys {
+                self.output.copy_from(k, &w.key, k);
+            }
+            self.output.set_ts(keys, w.start);
+            self.output.set_ts(keys + 1, w.end);
+            self.config.aggregates.write(&w.accs, &mut self.output, keys + 2);
+            // Emitted `end - 1`: a window's result is on time for any downstream window.
+            out.push(Event::new(w.end - 1, w.end - 1, self.output.finish()));
+        }
+    }
+}
+
+impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
+    fn window_aggregate(
+        self,
+        watermarks: StreamVec<'scope, Epoch, i64>,
+        config: WindowConfig,
+        state: Option<StateContext>,
+        stats: Arc<JobStats>,
+    ) -> WindowOutputs<'scope> {
+        let scope = self.scope();
+        let peers = scope.peers();
+        let mut builder = OperatorBuilder::new(config.name.clone(), scope);
+        let pact = key_exchange(config.key_columns.clone(), config.key_groups, peers);
+        let mut data_in = builder.new_input(self, pact);
+        let mut wm_in = builder.new_input(watermarks, Pipeline);
+        let (results_out, results) = builder.new_output();
+        let (late_out, late) = builder.new_output();
+        let mut results_out: OutputBuilder<_, CapacityContainerBuilder<Vec<Event>>> =
+            OutputBuilder::from(results_out);
+        let mut late_out: OutputBuilder<_, CapacityContainerBuilder<Vec<Event>>> =
+            OutputBuilder::from(late_out);
+
+        let window_state =
+            WindowState::new(config.name.clone(), config.kind, config.aggregates.clone(), config.key_groups);
+        let output_columns = config.key_columns.len() + 2 + config.aggregates.len();
+        let mut logic = WindowLogic {
+            keys: KeyExtractor::new(config.key_columns.clone()),
+            output: RowBuilder::new(output_columns),
+            closed: Vec::new(),
+            state: window_state,
+            stats,
+            config,
+        };
+        let mut state_ctx = state;
+        if let Some(ctx) = &state_ctx {
+            if let Err(e) = ctx.restore(&mut logic.state) {
+                panic!("window step `{}` cannot restore its state: {e}", logic.config.name);
+            }
+        }
+
+        builder.build(move |_initial_caps| {
+            let mut watermarks = PendingWatermarks::default();
+            // Records of epochs after a pending checkpoint wait here until it is taken.
+            let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<Event>)> = BTreeMap::new();
+            let mut late_buf = Vec::new();
+            let mut closed_buf = Vec::new();
+
+            move |frontiers| {
+                let mut results_out = results_out.activate();
+                let mut late_out = late_out.activate();
+
+                wm_in.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(0) {
+                        for batch in data {
+                            for wm in batch.drain(..) {
+                                watermarks.push(cap.clone(), wm);
+                            }
+                        }
+                    }
+                });
+
+                let checkpoint = state_ctx.as_ref().and_then(StateContext::pending_checkpoint);
+                data_in.for_each_stamp(|cap, data| {
+                    let Some(&epoch) = cap.least() else { return };
+                    if checkpoint.is_some_and(|c| epoch > c) {
+                        let entry = stash.entry(epoch).or_insert_with(|| {
+                            (cap.retain_least(1).expect("a message has a time"), Vec::new())
+                        });
+                        for batch in data {
+                            entry.1.append(batch);
+                        }
+                        return;
+                    }
+                    let fired = watermarks.current();
+                    for batch in data {
+                        for event in batch.drain(..) {
+                            late_buf.extend(logic.insert(event, fired));
+                        }
+                    }
+                    if !late_buf.is_empty() {
+                        late_out.session(&cap).give_iterator(late_buf.drain(..));
+                    }
+                });
+
+                // Complete epochs, in order: close windows at each epoch's watermark; take the
+                // pending checkpoint once its epoch is complete, then release the records held
+                // back for it. After the inputs end nothing is checkpointed.
+                let running = !frontiers[0].frontier().is_empty() || !frontiers[1].frontier().is_empty();
+                let complete = |e: &Epoch| !frontiers[0].less_equal(e) && !frontiers[1].less_equal(e);
+                loop {
+                    let next_wm = watermarks.next_epoch().filter(|e| complete(e));
+                    let checkpoint = state_ctx
+                        .as_ref()
+                        .and_then(StateContext::pending_checkpoint)
+                        .filter(|c| complete(c));
+                    let release_until = match (next_wm, checkpoint) {
+                        (Some(e), c) if c.is_none_or(|c| e <= c) => {
+                            let (cap, wm) = watermarks.pop_first().expect("a pending epoch");
+                            logic.close(wm, &mut closed_buf);
+                            if !closed_buf.is_empty() {
+                                results_out.session(&cap).give_iterator(closed_buf.drain(..));
+                            }
+                            continue;
+                        }
+                        (_, Some(c)) if running => {
+                            let ctx = state_ctx.as_mut().expect("a checkpoint implies state");
+                            if let Err(e) = ctx.snapshot(c, &logic.state) {
+                                panic!("window step `{}`: checkpoint {c} failed: {e}", logic.config.name);
+                            }
+                            ctx.pending_checkpoint()
+                        }
+                        // The inputs ended with records still held for a checkpoint that will not
+                        // be taken: release them all.
+                        (_, Some(_)) if !stash.is_empty() => None,
+                        _ => break,
+                    };
+                    let fired = watermarks.current();
+                    while let Some(entry) = stash.first_entry() {
+                        if release_until.is_some_and(|n| *entry.key() > n) {
+                            break;
+                        }
+                        let (cap, events) = entry.remove();
+                        for event in events {
+                            late_buf.extend(logic.insert(event, fired));
+                        }
+                        if !late_buf.is_empty() {
+                            late_out.session(&cap).give_iterator(late_buf.drain(..));
+                        }
+                    }
+                    if !running && stash.is_empty() && watermarks.next_epoch().is_none() {
+                        break;
+                    }
+                }
+            }
+        });
+
+        WindowOutputs { results, late }
+    }
+}
+

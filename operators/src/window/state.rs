@@ -1,0 +1,222 @@
+//! The state of a window step on one worker: open windows and their accumulators per key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
+use weir_engine::data::Row;
+use weir_engine::keys::{KeyGroup, KeyGroups};
+use weir_engine::state::{decode_state, encode_state, KeyedState, StateError, StateStats};
+
+use super::assign::WindowKind;
+use crate::aggregate::{Acc, Aggregates};
+
+/// One session of one key: `[start, end)` with `end = last event + gap`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Session {
+    start: i64,
+    end: i64,
+    accs: Vec<Acc>,
+}
+
+/// A window that closed, ready to be emitted.
+#[derive(Debug)]
+pub struct ClosedWindow {
+    /// The key (a row of the key columns).
+    pub key: Row,
+    /// Window start (inclusive), ms.
+    pub start: i64,
+    /// Window end (exclusive), ms.
+    pub end: i64,
+    /// Final accumulators.
+    pub accs: Vec<Acc>,
+}
+
+/// What a snapshot of one key group holds.
+#[derive(Serialize, Deserialize)]
+enum GroupSnapshot {
+    Fixed(Vec<(i64, Row, Vec<Acc>)>),
+    Sessions(Vec<(Row, Vec<Session>)>),
+}
+
+/// Open windows of one window step.
+pub struct WindowState {
+    name: String,
+    kind: WindowKind,
+    aggregates: Arc<Aggregates>,
+    key_groups: KeyGroups,
+    /// Tumbling and sliding: window end → key → accumulators.
+    fixed: BTreeMap<i64, HashMap<Row, Vec<Acc>>>,
+    /// Sessions: key → its sessions, sorted and disjoint.
+    sessions: HashMap<Row, Vec<Session>>,
+    /// Sessions by end, to close them in order.
+    timers: BTreeSet<(i64, Row)>,
+}
+
+impl WindowState {
+    /// Empty state for the step `name`.
+    pub fn new(
+        name: impl Into<String>,
+        kind: WindowKind,
+        aggregates: Arc<Aggregates>,
+        key_groups: KeyGroups,
+    ) -> Self {
+        WindowState {
+            name: name.into(),
+            kind,
+            aggregates,
+            key_groups,
+            fixed: BTreeMap::new(),
+            sessions: HashMap::new(),
+            timers: BTreeSet::new(),
+        }
+    }
+
+    /// Adds `row` at event time `ts` under `key` to every fixed window for which `accept(end)`
+    /// holds; returns whether any window took it.
+    #[inline]
+    pub fn insert_fixed(
+        &mut self,
+        key: &[u8],
+        ts: i64,
+        row: &Row,
+        mut accept: impl FnMut(i64) -> bool,
+    ) -> bool {
+        let mut accepted = false;
+        let (fixed, aggregates) = (&mut self.fixed, &self.aggregates);
+        self.kind.for_each_window(ts, |_start, end| {
+            if !accept(end) {
+                return;
+            }
+            accepted = true;
+            let keys = fixed.entry(end).or_default();
+            match keys.get_mut(key) {
+                Some(accs) => aggregates.update(accs, row),
+                None => {
+                    let mut accs = aggregates.init();
+                    aggregates.update(&mut accs, row);
+                    let key = Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder");
+                    keys.insert(key, accs);
+                }
+            }
+        });
+        accepted
+    }
+
+    /// Adds `row` at `ts` to the sessions of `key`, merging every session it touches.
+    pub fn insert_session(&mut self, key: &[u8], ts: i64, row: &Row) {
+        let WindowKind::Session { gap } = self.kind else {
+            unreachable!("insert_session on a {:?} window", self.kind)
+        };
+        let mut merged = Session { start: ts, end: ts + gap, accs: self.aggregates.init() };
+        self.aggregates.update(&mut merged.accs, row);
+        let key_row = match self.sessions.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder"),
+        };
+        let sessions = self.sessions.entry(key_row.clone()).or_default();
+        // Sessions are disjoint and sorted, so the ones overlapping [ts, ts + gap) are adjacent.
+        let first = sessions.partition_point(|s| s.end <= merged.start);
+        let mut last = first;
+        while last < sessions.len() && sessions[last].start < merged.end {
+            last += 1;
+        }
+        for old in sessions.drain(first..last) {
+            self.timers.remove(&(old.end, key_row.clone()));
+            merged.start = merged.start.min(old.start);
+            merged.end = merged.end.max(old.end);
+            self.aggregates.merge(&mut merged.accs, &old.accs);
+        }
+        self.timers.insert((merged.end, key_row));
+        sessions.insert(first, merged);
+    }
+
+    /// Removes every window whose end is at most `until` and appends it to `out`, in (end,
+    /// key) order.
+    pub fn close_until(&mut self, until: i64, out: &mut Vec<ClosedWindow>) {
+        let size = self.kind.size().unwrap_or(0);
+        while let Some(entry) = self.fixed.first_entry() {
+            if *entry.key() > until {
+                break;
+            }
+            let end = *entry.key();
+            let mut keys: Vec<(Row, Vec<Acc>)> = entry.remove().into_iter().collect();
+            keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            out.extend(keys.into_iter().map(|(key, accs)| ClosedWindow { key, start: end - size, end, accs }));
+        }
+        while let Some((end, _)) = self.timers.first() {
+            if *end > until {
+                break;
+            }
+            let (end, key) = self.timers.pop_first().expect("non-empty");
+            let sessions = self.sessions.get_mut(&key).expect("a timer has its session");
+            let at = sessions.iter().position(|s| s.end == end).expect("a timer has its session");
+            let session = sessions.remove(at);
+            if sessions.is_empty() {
+                self.sessions.remove(&key);
+            }
+            out.push(ClosedWindow { key, start: session.start, end, accs: session.accs });
+        }
+    }
+
+    fn group_of(&self, key: &Row) -> KeyGroup {
+        self.key_groups.group_of(key.as_bytes())
+    }
+}
+
+impl KeyedState for WindowState {
+    fn snapshot_groups(&self) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
+        let mut groups: BTreeMap<KeyGroup, GroupSnapshot> = BTreeMap::new();
+        for (end, keys) in &self.fixed {
+            for (key, accs) in keys {
+                let entry = groups.entry(self.group_of(key)).or_insert_with(|| GroupSnapshot::Fixed(Vec::new()));
+                if let GroupSnapshot::Fixed(list) = entry {
+                    list.push((*end, key.clone(), accs.clone()));
+                }
+            }
+        }
+        for (key, sessions) in &self.sessions {
+            let entry = groups.entry(self.group_of(key)).or_insert_with(|| GroupSnapshot::Sessions(Vec::new()));
+            if let GroupSnapshot::Sessions(list) = entry {
+                list.push((key.clone(), sessions.clone()));
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(group, mut snapshot)| {
+                // Hash-map order must not leak into the bytes: same state, same snapshot.
+                match &mut snapshot {
+                    GroupSnapshot::Fixed(list) => list.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1))),
+                    GroupSnapshot::Sessions(list) => list.sort_unstable_by(|a, b| a.0.cmp(&b.0)),
+                }
+                Ok((group, encode_state(&self.name, group, &snapshot)?))
+            })
+            .collect()
+    }
+
+    fn restore_group(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<(), StateError> {
+        match decode_state::<GroupSnapshot>(&self.name, group, bytes)? {
+            GroupSnapshot::Fixed(list) => {
+                for (end, key, accs) in list {
+                    self.fixed.entry(end).or_default().insert(key, accs);
+                }
+            }
+            GroupSnapshot::Sessions(list) => {
+                for (key, sessions) in list {
+                    for s in &sessions {
+                        self.timers.insert((s.end, key.clone()));
+                    }
+                    self.sessions.insert(key, sessions);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> StateStats {
+        let fixed: usize = self.fixed.values().map(HashMap::len).sum();
+        let sessions: usize = self.sessions.values().map(Vec::len).sum();
+        StateStats { keys: fixed + self.sessions.len(), entries: fixed + sessions }
+    }
+}
