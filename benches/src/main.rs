@@ -1,1 +1,3 @@
+//! Throughput harness (see benches/RESULTS.md).
+
 fn main() {}

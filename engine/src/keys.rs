@@ -31,7 +31,9 @@ impl KeyGroups {
 
     /// `count` key groups (at least one).
     pub fn new(count: u32) -> Self {
-        KeyGroups { count: count.max(1) }
+        KeyGroups {
+            count: count.max(1),
+        }
     }
 
     /// Number of groups.
@@ -85,7 +87,11 @@ mod tests {
                 let mut seen = 0;
                 for w in 0..peers {
                     for g in groups.groups_of_worker(w, peers) {
-                        assert_eq!(groups.worker_of(KeyGroup(g), peers), w, "k={k} peers={peers}");
+                        assert_eq!(
+                            groups.worker_of(KeyGroup(g), peers),
+                            w,
+                            "k={k} peers={peers}"
+                        );
                         seen += 1;
                     }
                 }

@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod event;
+pub mod failure;
 pub mod keys;
 pub mod runtime;
 pub mod state;

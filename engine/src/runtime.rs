@@ -40,7 +40,11 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// One process with `workers` threads.
     pub fn single(workers: usize) -> Self {
-        ClusterConfig { workers, process: 0, hosts: Vec::new() }
+        ClusterConfig {
+            workers,
+            process: 0,
+            hosts: Vec::new(),
+        }
     }
 
     /// Number of processes.
@@ -84,7 +88,10 @@ impl ClusterConfig {
         } else {
             CommunicationConfig::Thread
         };
-        timely::Config { communication, worker: WorkerConfig::default() }
+        timely::Config {
+            communication,
+            worker: WorkerConfig::default(),
+        }
     }
 }
 
@@ -109,7 +116,10 @@ pub fn read_hosts_file(path: &Path) -> Result<Vec<String>, RuntimeError> {
         }
     }
     if hosts.is_empty() {
-        return Err(RuntimeError::Config(format!("hosts file {} lists no hosts", path.display())));
+        return Err(RuntimeError::Config(format!(
+            "hosts file {} lists no hosts",
+            path.display()
+        )));
     }
     Ok(hosts)
 }
@@ -155,7 +165,10 @@ where
         match result {
             Ok(Ok(value)) => results.push(value),
             Ok(Err(message)) | Err(message) => {
-                return Err(RuntimeError::Worker { worker: first + i, message })
+                return Err(RuntimeError::Worker {
+                    worker: first + i,
+                    message,
+                })
             }
         }
     }
@@ -168,8 +181,11 @@ mod tests {
 
     #[test]
     fn rejects_a_process_index_outside_the_hosts_list() {
-        let cluster =
-            ClusterConfig { workers: 1, process: 2, hosts: vec!["a:1".into(), "b:2".into()] };
+        let cluster = ClusterConfig {
+            workers: 1,
+            process: 2,
+            hosts: vec!["a:1".into(), "b:2".into()],
+        };
         let err = cluster.validate().unwrap_err().to_string();
         assert!(err.contains("--process 2"), "{err}");
     }

@@ -220,19 +220,29 @@ impl MemoryBackend {
 
     /// The checkpoint epochs with stored state, ascending.
     pub fn epochs(&self) -> Vec<Epoch> {
-        self.snapshots.lock().expect("lock").keys().copied().collect()
+        self.snapshots
+            .lock()
+            .expect("lock")
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// The workers that finished `operator`'s snapshot for `epoch`.
     pub fn finished_workers(&self, epoch: Epoch, operator: &str) -> BTreeSet<usize> {
         let finished = self.finished.lock().expect("lock");
-        finished.get(&(epoch, operator.to_string())).cloned().unwrap_or_default()
+        finished
+            .get(&(epoch, operator.to_string()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Total bytes stored for `epoch`.
     pub fn size_of(&self, epoch: Epoch) -> usize {
         let snapshots = self.snapshots.lock().expect("lock");
-        snapshots.get(&epoch).map_or(0, |m| m.values().map(Vec::len).sum())
+        snapshots
+            .get(&epoch)
+            .map_or(0, |m| m.values().map(Vec::len).sum())
     }
 }
 
@@ -245,15 +255,25 @@ impl StateBackend for MemoryBackend {
         bytes: Vec<u8>,
     ) -> Result<(), StateError> {
         let mut snapshots = self.snapshots.lock().expect("lock");
-        snapshots.entry(epoch).or_default().insert((operator.to_string(), group), bytes);
+        snapshots
+            .entry(epoch)
+            .or_default()
+            .insert((operator.to_string(), group), bytes);
         Ok(())
     }
 
     fn finished(&self, epoch: Epoch, operator: &str, worker: usize) -> Result<(), StateError> {
         let mut finished = self.finished.lock().expect("lock");
-        finished.entry((epoch, operator.to_string())).or_default().insert(worker);
+        finished
+            .entry((epoch, operator.to_string()))
+            .or_default()
+            .insert(worker);
         // An operator with no state on any worker still marks the checkpoint as present.
-        self.snapshots.lock().expect("lock").entry(epoch).or_default();
+        self.snapshots
+            .lock()
+            .expect("lock")
+            .entry(epoch)
+            .or_default();
         Ok(())
     }
 
@@ -263,7 +283,9 @@ impl StateBackend for MemoryBackend {
         };
         let snapshots = self.snapshots.lock().expect("lock");
         let Some(snapshot) = snapshots.get(&epoch) else {
-            return Err(StateError::Backend(format!("no checkpoint at epoch {epoch}")));
+            return Err(StateError::Backend(format!(
+                "no checkpoint at epoch {epoch}"
+            )));
         };
         Ok(snapshot.get(&(operator.to_string(), group)).cloned())
     }
@@ -288,14 +310,20 @@ mod tests {
     struct Counter(BTreeMap<KeyGroup, u64>);
     impl KeyedState for Counter {
         fn snapshot_groups(&self) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
-            self.0.iter().map(|(g, v)| Ok((*g, encode_state("c", *g, v)?))).collect()
+            self.0
+                .iter()
+                .map(|(g, v)| Ok((*g, encode_state("c", *g, v)?)))
+                .collect()
         }
         fn restore_group(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<(), StateError> {
             self.0.insert(group, decode_state("c", group, bytes)?);
             Ok(())
         }
         fn stats(&self) -> StateStats {
-            StateStats { keys: self.0.len(), entries: self.0.len() }
+            StateStats {
+                keys: self.0.len(),
+                entries: self.0.len(),
+            }
         }
     }
 
@@ -318,7 +346,8 @@ mod tests {
         backend.restore_from(4);
         let mut merged = BTreeMap::new();
         for worker in 0..3 {
-            let ctx = StateContext::new("c", backend.clone(), Default::default(), groups, worker, 3);
+            let ctx =
+                StateContext::new("c", backend.clone(), Default::default(), groups, worker, 3);
             let mut part = Counter(BTreeMap::new());
             ctx.restore(&mut part).unwrap();
             for g in part.0.keys() {

@@ -27,7 +27,10 @@ pub struct PartitionWatermark {
 impl PartitionWatermark {
     /// A partition that has seen nothing, allowing `out_of_orderness_ms` of disorder.
     pub fn new(out_of_orderness_ms: i64) -> Self {
-        PartitionWatermark { max_ts: WATERMARK_MIN, out_of_orderness: out_of_orderness_ms.max(0) }
+        PartitionWatermark {
+            max_ts: WATERMARK_MIN,
+            out_of_orderness: out_of_orderness_ms.max(0),
+        }
     }
 
     /// Records an event time.
@@ -64,22 +67,43 @@ pub fn delay_watermark(wm: i64, delay_ms: i64) -> i64 {
     }
 }
 
-/// A watermark report of one worker: `(worker index, local watermark)`.
-pub type LocalWatermark = (u32, i64);
+/// A watermark report of one worker's source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalWatermark {
+    /// Global worker index.
+    pub worker: u32,
+    /// The minimum watermark over the worker's live, non-idle partitions.
+    pub watermark: i64,
+    /// All of the worker's live partitions are idle: leave it out of the minimum.
+    pub idle: bool,
+}
+
+impl LocalWatermark {
+    /// An active worker's report.
+    pub fn new(worker: u32, watermark: i64) -> Self {
+        LocalWatermark {
+            worker,
+            watermark,
+            idle: false,
+        }
+    }
+}
 
 /// Turns local watermark reports into the global watermark stream.
 pub trait GlobalWatermark<'scope> {
     /// Broadcasts every worker's reports and emits, at each epoch where it advances, the
-    /// minimum over all workers' latest reports. The output is identical on every worker.
+    /// minimum over all workers' latest reports, idle workers left out (when every worker is
+    /// idle the watermark holds). The output is identical on every worker.
     ///
     /// # Examples
     /// ```
     /// use timely::dataflow::operators::{Capture, ToStream};
     /// use timely::dataflow::operators::capture::Extract;
-    /// use weir_engine::watermark::GlobalWatermark;
+    /// use weir_engine::watermark::{GlobalWatermark, LocalWatermark};
     ///
     /// let out = timely::example(|scope| {
-    ///     vec![(0u32, 10i64), (0, 20)].to_stream(scope).global_watermark("wm").capture()
+    ///     let reports = vec![LocalWatermark::new(0, 10), LocalWatermark::new(0, 20)];
+    ///     reports.to_stream(scope).global_watermark("wm").capture()
     /// });
     /// assert_eq!(out.extract(), vec![(0, vec![20])]);
     /// ```
@@ -89,39 +113,43 @@ pub trait GlobalWatermark<'scope> {
 impl<'scope> GlobalWatermark<'scope> for StreamVec<'scope, Epoch, LocalWatermark> {
     fn global_watermark(self, name: &str) -> StreamVec<'scope, Epoch, i64> {
         let peers = self.scope().peers();
-        self.broadcast().unary_frontier(Pipeline, name, move |_cap, _info| {
-            let mut latest = vec![WATERMARK_MIN; peers];
-            let mut current = WATERMARK_MIN;
-            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<LocalWatermark>)> =
-                BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        let entry =
-                            pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
-                        for batch in data {
-                            entry.1.append(batch);
+        self.broadcast()
+            .unary_frontier(Pipeline, name, move |_cap, _info| {
+                let mut latest = vec![WATERMARK_MIN; peers];
+                let mut idle = vec![false; peers];
+                let mut current = WATERMARK_MIN;
+                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<LocalWatermark>)> =
+                    BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|cap, data| {
+                        if let Some(cap) = cap.retain_least(output.output_index()) {
+                            let entry = pending
+                                .entry(*cap.time())
+                                .or_insert_with(|| (cap, Vec::new()));
+                            for batch in data {
+                                entry.1.append(batch);
+                            }
+                        }
+                    });
+                    // Fold complete epochs in order, so that every worker folds the same reports.
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (cap, reports) = entry.remove();
+                        for report in reports {
+                            let w = report.worker as usize;
+                            latest[w] = latest[w].max(report.watermark);
+                            idle[w] = report.idle;
+                        }
+                        let min = (0..peers).filter(|&w| !idle[w]).map(|w| latest[w]).min();
+                        if let Some(min) = min.filter(|&m| m > current) {
+                            current = min;
+                            output.session(&cap).give(current);
                         }
                     }
-                });
-                // Fold complete epochs in order, so that every worker folds the same reports.
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (cap, reports) = entry.remove();
-                    for (worker, wm) in reports {
-                        let slot = &mut latest[worker as usize];
-                        *slot = (*slot).max(wm);
-                    }
-                    let min = latest.iter().copied().min().unwrap_or(WATERMARK_END);
-                    if min > current {
-                        current = min;
-                        output.session(&cap).give(current);
-                    }
                 }
-            }
-        })
+            })
     }
 }
 
@@ -146,7 +174,10 @@ pub struct PendingWatermarks {
 
 impl Default for PendingWatermarks {
     fn default() -> Self {
-        PendingWatermarks { pending: BTreeMap::new(), current: WATERMARK_MIN }
+        PendingWatermarks {
+            pending: BTreeMap::new(),
+            current: WATERMARK_MIN,
+        }
     }
 }
 
@@ -219,20 +250,39 @@ mod tests {
                 stream.capture()
             });
             // Worker w reports 10·(w+1) at epoch 0 and 100 + w at epoch 2.
-            input.send((index, 10 * (index as i64 + 1)));
+            input.send(LocalWatermark::new(index, 10 * (index as i64 + 1)));
             input.advance_to(2);
-            input.send((index, 100 + index as i64));
+            input.send(LocalWatermark::new(index, 100 + index as i64));
             input.advance_to(3);
-            input.send((index, WATERMARK_END));
+            // Worker 2 goes idle: the others alone decide.
+            let idle = index == 2;
+            input.send(LocalWatermark {
+                worker: index,
+                watermark: 200 + index as i64,
+                idle,
+            });
+            input.advance_to(4);
+            input.send(LocalWatermark::new(index, WATERMARK_END));
             input.close();
             worker.step_while(|| !probe.done());
-            send.lock().unwrap().send((index, captured.extract())).unwrap();
+            send.lock()
+                .unwrap()
+                .send((index, captured.extract()))
+                .unwrap();
         })
         .unwrap();
         let mut results: Vec<_> = recv.iter().collect();
         results.sort();
         for (_, seen) in &results {
-            assert_eq!(seen, &vec![(0, vec![10]), (2, vec![100]), (3, vec![WATERMARK_END])]);
+            assert_eq!(
+                seen,
+                &vec![
+                    (0, vec![10]),
+                    (2, vec![100]),
+                    (3, vec![200]),
+                    (4, vec![WATERMARK_END])
+                ]
+            );
         }
         assert_eq!(results.len(), 3);
     }

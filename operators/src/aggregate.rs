@@ -116,7 +116,10 @@ impl Aggregates {
         let mut list = Vec::new();
         for (name, text) in specs {
             let call = parse_aggregate(text, input).map_err(|e| (name.to_string(), e))?;
-            list.push(Aggregate { name: name.to_string(), call });
+            list.push(Aggregate {
+                name: name.to_string(),
+                call,
+            });
         }
         Ok(Aggregates { list })
     }
@@ -141,12 +144,19 @@ impl Aggregates {
         self.list
             .iter()
             .map(|a| {
-                let arg_float = a.call.argument.as_ref().and_then(|e| e.dtype()) == Some(DataType::Float);
+                let arg_float =
+                    a.call.argument.as_ref().and_then(|e| e.dtype()) == Some(DataType::Float);
                 match a.call.function {
                     AggregateFunction::Count => Acc::Count(0),
-                    AggregateFunction::Sum if arg_float => Acc::SumFloat { sum: ExactSum::default(), n: 0 },
+                    AggregateFunction::Sum if arg_float => Acc::SumFloat {
+                        sum: ExactSum::default(),
+                        n: 0,
+                    },
                     AggregateFunction::Sum => Acc::SumInt { sum: 0, n: 0 },
-                    AggregateFunction::Avg if arg_float => Acc::AvgFloat { sum: ExactSum::default(), n: 0 },
+                    AggregateFunction::Avg if arg_float => Acc::AvgFloat {
+                        sum: ExactSum::default(),
+                        n: 0,
+                    },
                     AggregateFunction::Avg => Acc::AvgInt { sum: 0, n: 0 },
                     AggregateFunction::Min | AggregateFunction::Max => match a.call.output {
                         DataType::Float => Acc::ExtremeFloat(None),
@@ -208,7 +218,9 @@ impl Aggregates {
                 Acc::ExtremeStr(best) => {
                     if let Value::Str(v) = value {
                         let replace = match best {
-                            Some(b) => (v.as_ref() > b.as_str()) == is_max && v.as_ref() != b.as_str(),
+                            Some(b) => {
+                                (v.as_ref() > b.as_str()) == is_max && v.as_ref() != b.as_str()
+                            }
                             None => true,
                         };
                         if replace {
@@ -298,7 +310,7 @@ impl Aggregates {
 
     /// Approximate heap bytes of one set of accumulators (for state metrics).
     pub fn size_of(accs: &[Acc]) -> usize {
-        accs.len() * std::mem::size_of::<Acc>()
+        std::mem::size_of_val(accs)
             + accs
                 .iter()
                 .map(|a| match a {
@@ -330,7 +342,11 @@ mod tests {
         assert_eq!(forward.value().to_bits(), backward.value().to_bits());
         assert_eq!(forward.value().to_bits(), halves.value().to_bits());
         // Exact to ~1e-12, where naive float addition loses 0.1 next to 1e9.
-        assert!((forward.value() - 224.053).abs() < 1e-9, "{}", forward.value());
+        assert!(
+            (forward.value() - 224.053).abs() < 1e-9,
+            "{}",
+            forward.value()
+        );
     }
 
     #[test]
@@ -387,6 +403,9 @@ mod tests {
         aggs.write(&aggs.init(), &mut empty, 0);
         let empty = empty.finish();
         assert_eq!(empty.get(0), Value::Int(0));
-        assert!(empty.is_null(2) && empty.is_null(5), "sum/min of nothing is NULL");
+        assert!(
+            empty.is_null(2) && empty.is_null(5),
+            "sum/min of nothing is NULL"
+        );
     }
 }

@@ -17,7 +17,11 @@ impl KeyExtractor {
     /// Keys made of `columns` of the input rows.
     pub fn new(columns: Vec<usize>) -> Self {
         let builder = RowBuilder::new(columns.len());
-        KeyExtractor { columns, builder, buf: Vec::with_capacity(64) }
+        KeyExtractor {
+            columns,
+            builder,
+            buf: Vec::with_capacity(64),
+        }
     }
 
     /// The key columns.

@@ -1,7 +1,10 @@
 //! What a weir job composes: expressions, filters and projections, window aggregates, and the
 //! sources and sinks at the edges of a dataflow.
 
-pub mod expr;
 pub mod aggregate;
+pub mod expr;
+pub mod filter_project;
 pub mod keyed;
+pub mod sink;
+pub mod source;
 pub mod window;

@@ -36,7 +36,9 @@ impl JsonDecoder {
     /// Decodes one JSON object (surrounding whitespace allowed, nothing else).
     pub fn decode(&mut self, line: &[u8]) -> Result<Row, String> {
         let mut de = serde_json::Deserializer::from_slice(line);
-        let decoded = self.decode_from(&mut de).and_then(|row| de.end().map(|()| row));
+        let decoded = self
+            .decode_from(&mut de)
+            .and_then(|row| de.end().map(|()| row));
         decoded.map_err(|e| {
             self.builder.reset();
             e.to_string()
@@ -45,7 +47,10 @@ impl JsonDecoder {
 
     /// Decodes one JSON object from any serde deserializer (used to compare JSON parsers).
     pub fn decode_from<'de, D: Deserializer<'de>>(&mut self, de: D) -> Result<Row, D::Error> {
-        let seed = RowSeed { schema: &self.schema, builder: &mut self.builder };
+        let seed = RowSeed {
+            schema: &self.schema,
+            builder: &mut self.builder,
+        };
         if let Err(e) = seed.deserialize(de) {
             self.builder.reset();
             return Err(e);
@@ -85,7 +90,10 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         // Producers usually write fields in schema order: try the next column first.
         let mut hint = 0usize;
-        while let Some(column) = map.next_key_seed(KeySeed { schema: self.schema, hint })? {
+        while let Some(column) = map.next_key_seed(KeySeed {
+            schema: self.schema,
+            hint,
+        })? {
             match column {
                 Some(i) => {
                     let field = self.schema.field(i);
@@ -148,7 +156,10 @@ struct ColumnSeed<'a> {
 
 impl ColumnSeed<'_> {
     fn mismatch<E: de::Error>(&self, got: fmt::Arguments<'_>) -> E {
-        E::custom(format_args!("field `{}`: expected {}, got {}", self.name, self.dtype, got))
+        E::custom(format_args!(
+            "field `{}`: expected {}, got {}",
+            self.name, self.dtype, got
+        ))
     }
 }
 
@@ -349,9 +360,18 @@ mod tests {
     fn errors_name_the_field_and_the_problem() {
         let mut d = JsonDecoder::new(schema());
         let cases: &[(&[u8], &str)] = &[
-            (br#"{"ts":1,"amount":"12.5"}"#, "field `amount`: expected float, got string \"12.5\""),
-            (br#"{"ts":1,"n":1.5}"#, "field `n`: expected int, got number 1.5"),
-            (br#"{"ts":1,"id":{"a":1}}"#, "field `id`: expected string, got an object"),
+            (
+                br#"{"ts":1,"amount":"12.5"}"#,
+                "field `amount`: expected float, got string \"12.5\"",
+            ),
+            (
+                br#"{"ts":1,"n":1.5}"#,
+                "field `n`: expected int, got number 1.5",
+            ),
+            (
+                br#"{"ts":1,"id":{"a":1}}"#,
+                "field `id`: expected string, got an object",
+            ),
             (br#"{"amount":1}"#, "required field `ts` is missing or null"),
             (br#"{"ts":"noon"}"#, "`noon` is not an RFC 3339 timestamp"),
             (br#"{"ts":1,"id":"x""#, "EOF"),
@@ -361,7 +381,11 @@ mod tests {
         ];
         for (line, expected) in cases {
             let err = d.decode(line).unwrap_err();
-            assert!(err.contains(expected), "{}: {err}", String::from_utf8_lossy(line));
+            assert!(
+                err.contains(expected),
+                "{}: {err}",
+                String::from_utf8_lossy(line)
+            );
         }
         // The decoder is reusable after errors.
         assert!(d.decode(br#"{"ts":5}"#).is_ok());
@@ -378,7 +402,10 @@ mod tests {
         ]);
         let mut out = String::new();
         encode_row(&row, &names, TimestampFormat::Rfc3339, &mut out);
-        assert_eq!(out, r#"{"s":"a\"\n\u0001é","f":0.1,"t":"1970-01-01T00:00:01.000Z","n":null}"#);
+        assert_eq!(
+            out,
+            r#"{"s":"a\"\n\u0001é","f":0.1,"t":"1970-01-01T00:00:01.000Z","n":null}"#
+        );
         let back: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(back["s"], "a\"\n\u{1}é");
     }

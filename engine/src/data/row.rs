@@ -102,7 +102,9 @@ impl Row {
     /// Wraps bytes produced by [`RowBuilder::write_into`], checking the layout.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Row, String> {
         check_layout(&bytes)?;
-        Ok(Row { bytes: bytes.into_boxed_slice() })
+        Ok(Row {
+            bytes: bytes.into_boxed_slice(),
+        })
     }
 
     /// The encoded bytes (stable: equal rows have equal bytes).
@@ -254,7 +256,11 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
     let n = u16::from_le_bytes([bytes[0], bytes[1]]) as usize;
     let heap = 2 + 9 * n;
     if bytes.len() < heap {
-        return Err(format!("row of {} columns needs {heap} bytes, has {}", n, bytes.len()));
+        return Err(format!(
+            "row of {} columns needs {heap} bytes, has {}",
+            n,
+            bytes.len()
+        ));
     }
     for i in 0..n {
         let tag = bytes[2 + i];
@@ -266,7 +272,9 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
             let slot = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
             let end = heap + (slot & 0xffff_ffff) as usize + (slot >> 32) as usize;
             if end > bytes.len() {
-                return Err(format!("string in column {i} ends at {end}, past the row's end"));
+                return Err(format!(
+                    "string in column {i} ends at {end}, past the row's end"
+                ));
             }
         }
     }
@@ -397,7 +405,9 @@ impl RowBuilder {
     pub fn finish(&mut self) -> Row {
         let mut out = Vec::with_capacity(self.encoded_len());
         self.write_into(&mut out);
-        Row { bytes: out.into_boxed_slice() }
+        Row {
+            bytes: out.into_boxed_slice(),
+        }
     }
 
     /// Forgets every value set so far.

@@ -72,12 +72,20 @@ pub struct Field {
 impl Field {
     /// A nullable column.
     pub fn new(name: impl Into<String>, dtype: DataType) -> Self {
-        Field { name: name.into(), dtype, nullable: true }
+        Field {
+            name: name.into(),
+            dtype,
+            nullable: true,
+        }
     }
 
     /// A column that must always have a value.
     pub fn required(name: impl Into<String>, dtype: DataType) -> Self {
-        Field { name: name.into(), dtype, nullable: false }
+        Field {
+            name: name.into(),
+            dtype,
+            nullable: false,
+        }
     }
 }
 
@@ -107,7 +115,11 @@ impl Schema {
             }
         }
         if fields.len() > u16::MAX as usize {
-            return Err(format!("{} columns; at most {} are supported", fields.len(), u16::MAX));
+            return Err(format!(
+                "{} columns; at most {} are supported",
+                fields.len(),
+                u16::MAX
+            ));
         }
         Ok(Schema { fields, index })
     }
@@ -139,7 +151,11 @@ impl Schema {
 
     /// Column names joined for error messages: `a, b, c`.
     pub fn column_list(&self) -> String {
-        self.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -114,7 +114,11 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
         None => 0,
         _ => return Err(fail()),
     };
-    let (second, millis) = if second == 60 { (59, 999) } else { (second, millis) };
+    let (second, millis) = if second == 60 {
+        (59, 999)
+    } else {
+        (second, millis)
+    };
     let time_ms = ((hour as i64 * 60 + minute as i64) * 60 + second as i64) * 1000 + millis;
     Ok(date_ms + time_ms - offset_ms)
 }
@@ -136,9 +140,15 @@ pub fn write_rfc3339(ms: i64, out: &mut String) {
     let (s, milli) = (rest / 1000, rest % 1000);
     use std::fmt::Write;
     if (0..=9999).contains(&y) {
-        let _ = write!(out, "{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z");
+        let _ = write!(
+            out,
+            "{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z"
+        );
     } else {
-        let _ = write!(out, "{y:+07}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z");
+        let _ = write!(
+            out,
+            "{y:+07}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z"
+        );
     }
 }
 
@@ -159,8 +169,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage_with_the_input_in_the_message() {
-        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-02-30", "2026-01-01T25:00:00Z",
-            "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00+0100"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30",
+            "2026-01-01T25:00:00Z",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00+0100",
+        ] {
             let err = parse_rfc3339(bad).unwrap_err();
             assert!(err.contains(bad), "{err}");
         }
@@ -168,10 +185,25 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for ms in [0, 1, -1, 1_767_225_600_123, -62_135_596_800_000, 253_402_300_799_999] {
-            assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Ok(ms), "{}", format_rfc3339(ms));
+        for ms in [
+            0,
+            1,
+            -1,
+            1_767_225_600_123,
+            -62_135_596_800_000,
+            253_402_300_799_999,
+        ] {
+            assert_eq!(
+                parse_rfc3339(&format_rfc3339(ms)),
+                Ok(ms),
+                "{}",
+                format_rfc3339(ms)
+            );
         }
-        assert_eq!(format_rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+        assert_eq!(
+            format_rfc3339(1_767_225_600_123),
+            "2026-01-01T00:00:00.123Z"
+        );
     }
 
     #[test]

@@ -28,7 +28,10 @@ fn parse(text: &str) -> Result<ast::Expr, ExprError> {
     let dialect = GenericDialect {};
     let syntax = |e: sqlparser::parser::ParserError| {
         let e = e.to_string();
-        let e = e.strip_prefix("sql parser error: ").unwrap_or(&e).to_string();
+        let e = e
+            .strip_prefix("sql parser error: ")
+            .unwrap_or(&e)
+            .to_string();
         ExprError::new(format!("cannot parse `{text}`: {e}"))
     };
     let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(syntax)?;
@@ -46,7 +49,11 @@ fn parse(text: &str) -> Result<ast::Expr, ExprError> {
 pub(super) fn compile(text: &str, schema: &Schema) -> Result<Expr, ExprError> {
     let ast = parse(text)?;
     let typed = Compiler { schema }.node(&ast)?;
-    Ok(Expr { node: typed.node, dtype: typed.ty, text: text.to_string() })
+    Ok(Expr {
+        node: typed.node,
+        dtype: typed.ty,
+        text: text.to_string(),
+    })
 }
 
 /// Aggregate functions of window and rolling steps.
@@ -112,7 +119,9 @@ pub fn parse_aggregate(text: &str, schema: &Schema) -> Result<AggregateCall, Exp
         return Err(not_aggregate());
     };
     if matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct)) {
-        return Err(ExprError::new(format!("`{text}`: DISTINCT aggregates are not supported")));
+        return Err(ExprError::new(format!(
+            "`{text}`: DISTINCT aggregates are not supported"
+        )));
     }
     if call.filter.is_some() || !list.clauses.is_empty() {
         return Err(ExprError::new(format!(
@@ -121,18 +130,28 @@ pub fn parse_aggregate(text: &str, schema: &Schema) -> Result<AggregateCall, Exp
         )));
     }
     let argument = match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if function == AggregateFunction::Count => {
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]
+            if function == AggregateFunction::Count =>
+        {
             None
         }
         [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] => {
             let typed = Compiler { schema }.node(arg)?;
-            Some(Expr { node: typed.node, dtype: typed.ty, text: arg.to_string() })
+            Some(Expr {
+                node: typed.node,
+                dtype: typed.ty,
+                text: arg.to_string(),
+            })
         }
         _ => {
             return Err(ExprError::new(format!(
                 "`{text}`: {} takes exactly one argument{}",
                 function.name(),
-                if function == AggregateFunction::Count { " or *" } else { "" }
+                if function == AggregateFunction::Count {
+                    " or *"
+                } else {
+                    ""
+                }
             )))
         }
     };
@@ -148,11 +167,17 @@ pub fn parse_aggregate(text: &str, schema: &Schema) -> Result<AggregateCall, Exp
             other => return Err(bad_aggregate_arg(text, function, other)),
         },
         AggregateFunction::Min | AggregateFunction::Max => match arg_type {
-            Some(t @ (DataType::Int | DataType::Float | DataType::Timestamp | DataType::String)) => t,
+            Some(
+                t @ (DataType::Int | DataType::Float | DataType::Timestamp | DataType::String),
+            ) => t,
             other => return Err(bad_aggregate_arg(text, function, other)),
         },
     };
-    Ok(AggregateCall { function, argument, output })
+    Ok(AggregateCall {
+        function,
+        argument,
+        output,
+    })
 }
 
 fn bad_aggregate_arg(text: &str, f: AggregateFunction, ty: Option<DataType>) -> ExprError {
@@ -222,9 +247,14 @@ impl Compiler<'_> {
                 match ts.data_type.to_string().to_ascii_lowercase().as_str() {
                     t if t.starts_with("timestamp") || t == "date" || t.starts_with("datetime") => {
                         let ms = parse_rfc3339(&text).map_err(ExprError::new)?;
-                        Ok(Typed::new(Node::Literal(Value::Ts(ms)), DataType::Timestamp))
+                        Ok(Typed::new(
+                            Node::Literal(Value::Ts(ms)),
+                            DataType::Timestamp,
+                        ))
                     }
-                    other => Err(ExprError::new(format!("`{e}`: typed literals of `{other}` are not supported"))),
+                    other => Err(ExprError::new(format!(
+                        "`{e}`: typed literals of `{other}` are not supported"
+                    ))),
                 }
             }
             E::Nested(inner) => self.node(inner),
@@ -236,7 +266,9 @@ impl Compiler<'_> {
                         Ok(Typed::new(Node::Not(Box::new(arg.node)), DataType::Bool))
                     }
                     UnaryOperator::Minus => match arg.ty {
-                        Some(t) if t.is_numeric() => Ok(Typed::new(Node::Neg(Box::new(arg.node)), t)),
+                        Some(t) if t.is_numeric() => {
+                            Ok(Typed::new(Node::Neg(Box::new(arg.node)), t))
+                        }
                         None => Ok(arg),
                         other => Err(ExprError::new(format!(
                             "`{e}`: cannot negate a {}",
@@ -244,25 +276,45 @@ impl Compiler<'_> {
                         ))),
                     },
                     UnaryOperator::Plus => Ok(arg),
-                    other => Err(ExprError::new(format!("`{e}`: operator `{other}` is not supported"))),
+                    other => Err(ExprError::new(format!(
+                        "`{e}`: operator `{other}` is not supported"
+                    ))),
                 }
             }
             E::BinaryOp { left, op, right } => self.binary(e, left, op, right),
             E::IsNull(x) | E::IsNotNull(x) => {
                 let arg = self.node(x)?;
-                Ok(Typed::new(Node::IsNull(Box::new(arg.node), matches!(e, E::IsNotNull(_))), DataType::Bool))
+                Ok(Typed::new(
+                    Node::IsNull(Box::new(arg.node), matches!(e, E::IsNotNull(_))),
+                    DataType::Bool,
+                ))
             }
             E::IsTrue(x) | E::IsNotTrue(x) | E::IsFalse(x) | E::IsNotFalse(x) => {
                 let arg = self.node(x)?;
                 self.expect_bool(&arg, x)?;
                 // `x IS TRUE` is never NULL: it is `coalesce(x = true, false)`.
                 let want = matches!(e, E::IsTrue(_) | E::IsNotTrue(_));
-                let test = Node::Binary(BinOp::Eq, Box::new(arg.node), Box::new(Node::Literal(Value::Bool(want))));
-                let node = Node::Call(Func::Coalesce, vec![test, Node::Literal(Value::Bool(false))]);
-                let node = if matches!(e, E::IsNotTrue(_) | E::IsNotFalse(_)) { Node::Not(Box::new(node)) } else { node };
+                let test = Node::Binary(
+                    BinOp::Eq,
+                    Box::new(arg.node),
+                    Box::new(Node::Literal(Value::Bool(want))),
+                );
+                let node = Node::Call(
+                    Func::Coalesce,
+                    vec![test, Node::Literal(Value::Bool(false))],
+                );
+                let node = if matches!(e, E::IsNotTrue(_) | E::IsNotFalse(_)) {
+                    Node::Not(Box::new(node))
+                } else {
+                    node
+                };
                 Ok(Typed::new(node, DataType::Bool))
             }
-            E::InList { expr, list, negated } => {
+            E::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let arg = self.node(expr)?;
                 let mut items = Vec::with_capacity(list.len());
                 for item in list {
@@ -270,41 +322,93 @@ impl Compiler<'_> {
                     let (_, item) = self.comparable(e, &arg, item)?;
                     items.push(item.node);
                 }
-                Ok(Typed::new(Node::InList(Box::new(arg.node), items, *negated), DataType::Bool))
+                Ok(Typed::new(
+                    Node::InList(Box::new(arg.node), items, *negated),
+                    DataType::Bool,
+                ))
             }
-            E::Between { expr, negated, low, high } => {
+            E::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
                 let arg = self.node(expr)?;
                 let (arg, low) = self.comparable(e, &arg, self.node(low)?)?;
                 let (_, high) = self.comparable(e, &arg, self.node(high)?)?;
                 Ok(Typed::new(
-                    Node::Between(Box::new(arg.node), Box::new(low.node), Box::new(high.node), *negated),
+                    Node::Between(
+                        Box::new(arg.node),
+                        Box::new(low.node),
+                        Box::new(high.node),
+                        *negated,
+                    ),
                     DataType::Bool,
                 ))
             }
-            E::Like { negated, any, expr, pattern, escape_char }
-            | E::ILike { negated, any, expr, pattern, escape_char } => {
+            E::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            }
+            | E::ILike {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
                 if *any || escape_char.is_some() {
-                    return Err(ExprError::new(format!("`{e}`: LIKE ANY and ESCAPE are not supported")));
+                    return Err(ExprError::new(format!(
+                        "`{e}`: LIKE ANY and ESCAPE are not supported"
+                    )));
                 }
                 let arg = self.node(expr)?;
                 if !matches!(arg.ty, Some(DataType::String) | None) {
-                    return Err(ExprError::new(format!("`{e}`: LIKE needs a string, got {}", type_name(arg.ty))));
+                    return Err(ExprError::new(format!(
+                        "`{e}`: LIKE needs a string, got {}",
+                        type_name(arg.ty)
+                    )));
                 }
                 let ast::Expr::Value(v) = pattern.as_ref() else {
-                    return Err(ExprError::new(format!("`{e}`: the LIKE pattern must be a string literal")));
+                    return Err(ExprError::new(format!(
+                        "`{e}`: the LIKE pattern must be a string literal"
+                    )));
                 };
                 let Some(text) = v.value.clone().into_string() else {
-                    return Err(ExprError::new(format!("`{e}`: the LIKE pattern must be a string literal")));
+                    return Err(ExprError::new(format!(
+                        "`{e}`: the LIKE pattern must be a string literal"
+                    )));
                 };
                 let pattern = LikePattern::new(&text, matches!(e, E::ILike { .. }));
-                Ok(Typed::new(Node::Like(Box::new(arg.node), pattern, *negated), DataType::Bool))
+                Ok(Typed::new(
+                    Node::Like(Box::new(arg.node), pattern, *negated),
+                    DataType::Bool,
+                ))
             }
-            E::Case { operand, conditions, else_result, .. } => self.case(e, operand.as_deref(), conditions, else_result.as_deref()),
-            E::Cast { kind, expr, data_type, format } => {
+            E::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => self.case(e, operand.as_deref(), conditions, else_result.as_deref()),
+            E::Cast {
+                kind,
+                expr,
+                data_type,
+                format,
+            } => {
                 if format.is_some() {
-                    return Err(ExprError::new(format!("`{e}`: CAST ... FORMAT is not supported")));
+                    return Err(ExprError::new(format!(
+                        "`{e}`: CAST ... FORMAT is not supported"
+                    )));
                 }
-                if matches!(kind, CastKind::DoubleColon | CastKind::Cast | CastKind::TryCast | CastKind::SafeCast) {
+                if matches!(
+                    kind,
+                    CastKind::DoubleColon | CastKind::Cast | CastKind::TryCast | CastKind::SafeCast
+                ) {
                     let arg = self.node(expr)?;
                     let name = data_type.to_string();
                     let base = name.split(['(', ' ']).next().unwrap_or("");
@@ -318,12 +422,19 @@ impl Compiler<'_> {
                     Err(ExprError::new(format!("`{e}` is not supported")))
                 }
             }
-            E::Trim { expr, trim_where: None, trim_what: None, trim_characters: None } => {
+            E::Trim {
+                expr,
+                trim_where: None,
+                trim_what: None,
+                trim_characters: None,
+            } => {
                 let arg = self.node(expr)?;
                 self.call_typed(e, Func::Trim, vec![arg])
             }
             E::Function(call) => self.function(e, call),
-            other => Err(ExprError::new(format!("`{other}` is not supported in weir expressions"))),
+            other => Err(ExprError::new(format!(
+                "`{other}` is not supported in weir expressions"
+            ))),
         }
     }
 
@@ -338,30 +449,49 @@ impl Compiler<'_> {
                 },
             },
             V::SingleQuotedString(s) | V::DoubleQuotedString(s) | V::EscapedStringLiteral(s) => {
-                Typed::new(Node::Literal(Value::Str(s.clone().into())), DataType::String)
+                Typed::new(
+                    Node::Literal(Value::Str(s.clone().into())),
+                    DataType::String,
+                )
             }
             V::Boolean(b) => Typed::new(Node::Literal(Value::Bool(*b)), DataType::Bool),
-            V::Null => Typed { node: Node::Literal(Value::Null), ty: None },
-            other => return Err(ExprError::new(format!("`{other}`: this kind of literal is not supported"))),
+            V::Null => Typed {
+                node: Node::Literal(Value::Null),
+                ty: None,
+            },
+            other => {
+                return Err(ExprError::new(format!(
+                    "`{other}`: this kind of literal is not supported"
+                )))
+            }
         })
     }
 
     fn expect_bool(&self, arg: &Typed, e: &ast::Expr) -> Result<(), ExprError> {
         match arg.ty {
             Some(DataType::Bool) | None => Ok(()),
-            other => Err(ExprError::new(format!("`{e}` is a {}, expected a boolean condition", type_name(other)))),
+            other => Err(ExprError::new(format!(
+                "`{e}` is a {}, expected a boolean condition",
+                type_name(other)
+            ))),
         }
     }
 
     /// Checks that `a` and `b` can be compared; a string literal compared with a timestamp is
     /// read as a timestamp, once, here.
     fn comparable(&self, e: &ast::Expr, a: &Typed, b: Typed) -> Result<(Typed, Typed), ExprError> {
-        let a = Typed { node: a.node.clone(), ty: a.ty };
+        let a = Typed {
+            node: a.node.clone(),
+            ty: a.ty,
+        };
         let coerce = |t: Typed| -> Result<Typed, ExprError> {
             match &t.node {
                 Node::Literal(Value::Str(s)) => {
                     let ms = parse_rfc3339(s).map_err(|m| ExprError::new(format!("`{e}`: {m}")))?;
-                    Ok(Typed::new(Node::Literal(Value::Ts(ms)), DataType::Timestamp))
+                    Ok(Typed::new(
+                        Node::Literal(Value::Ts(ms)),
+                        DataType::Timestamp,
+                    ))
                 }
                 _ => Ok(t),
             }
@@ -375,7 +505,8 @@ impl Compiler<'_> {
             (None, _) | (_, None) => true,
             (Some(x), Some(y)) if x == y => true,
             (Some(x), Some(y)) if x.is_numeric() && y.is_numeric() => true,
-            (Some(DataType::Timestamp), Some(DataType::Int)) | (Some(DataType::Int), Some(DataType::Timestamp)) => true,
+            (Some(DataType::Timestamp), Some(DataType::Int))
+            | (Some(DataType::Int), Some(DataType::Timestamp)) => true,
             _ => false,
         };
         if !ok {
@@ -388,7 +519,13 @@ impl Compiler<'_> {
         Ok((a, b))
     }
 
-    fn binary(&self, e: &ast::Expr, left: &ast::Expr, op: &BinaryOperator, right: &ast::Expr) -> Result<Typed, ExprError> {
+    fn binary(
+        &self,
+        e: &ast::Expr,
+        left: &ast::Expr,
+        op: &BinaryOperator,
+        right: &ast::Expr,
+    ) -> Result<Typed, ExprError> {
         let l = self.node(left)?;
         let r = self.node(right)?;
         let op = match op {
@@ -406,12 +543,19 @@ impl Compiler<'_> {
             BinaryOperator::And => BinOp::And,
             BinaryOperator::Or => BinOp::Or,
             BinaryOperator::StringConcat => BinOp::Concat,
-            other => return Err(ExprError::new(format!("`{e}`: operator `{other}` is not supported"))),
+            other => {
+                return Err(ExprError::new(format!(
+                    "`{e}`: operator `{other}` is not supported"
+                )))
+            }
         };
         let ty = match op {
             BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq => {
                 let (l, r) = self.comparable(e, &l, r)?;
-                return Ok(Typed::new(Node::Binary(op, Box::new(l.node), Box::new(r.node)), DataType::Bool));
+                return Ok(Typed::new(
+                    Node::Binary(op, Box::new(l.node), Box::new(r.node)),
+                    DataType::Bool,
+                ));
             }
             BinOp::And | BinOp::Or => {
                 self.expect_bool(&l, left)?;
@@ -419,29 +563,51 @@ impl Compiler<'_> {
                 Some(DataType::Bool)
             }
             BinOp::Concat => Some(DataType::String),
-            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => match (op, l.ty, r.ty) {
-                (BinOp::Add | BinOp::Sub, Some(DataType::Timestamp), Some(DataType::Int) | None) => Some(DataType::Timestamp),
-                (BinOp::Add, Some(DataType::Int) | None, Some(DataType::Timestamp)) => Some(DataType::Timestamp),
-                (BinOp::Sub, Some(DataType::Timestamp), Some(DataType::Timestamp)) => Some(DataType::Int),
-                _ => match numeric(l.ty, r.ty) {
-                    Some(ty) => ty,
-                    None => {
-                        let hint = if op == BinOp::Add && (l.ty == Some(DataType::String) || r.ty == Some(DataType::String)) {
-                            "; use || to join strings"
-                        } else {
-                            ""
-                        };
-                        return Err(ExprError::new(format!(
-                            "`{e}`: cannot apply `{}` to {} and {}{hint}",
-                            match op { BinOp::Add => "+", BinOp::Sub => "-", BinOp::Mul => "*", BinOp::Div => "/", _ => "%" },
-                            type_name(l.ty),
-                            type_name(r.ty)
-                        )));
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
+                match (op, l.ty, r.ty) {
+                    (
+                        BinOp::Add | BinOp::Sub,
+                        Some(DataType::Timestamp),
+                        Some(DataType::Int) | None,
+                    ) => Some(DataType::Timestamp),
+                    (BinOp::Add, Some(DataType::Int) | None, Some(DataType::Timestamp)) => {
+                        Some(DataType::Timestamp)
                     }
-                },
-            },
+                    (BinOp::Sub, Some(DataType::Timestamp), Some(DataType::Timestamp)) => {
+                        Some(DataType::Int)
+                    }
+                    _ => match numeric(l.ty, r.ty) {
+                        Some(ty) => ty,
+                        None => {
+                            let hint = if op == BinOp::Add
+                                && (l.ty == Some(DataType::String)
+                                    || r.ty == Some(DataType::String))
+                            {
+                                "; use || to join strings"
+                            } else {
+                                ""
+                            };
+                            return Err(ExprError::new(format!(
+                                "`{e}`: cannot apply `{}` to {} and {}{hint}",
+                                match op {
+                                    BinOp::Add => "+",
+                                    BinOp::Sub => "-",
+                                    BinOp::Mul => "*",
+                                    BinOp::Div => "/",
+                                    _ => "%",
+                                },
+                                type_name(l.ty),
+                                type_name(r.ty)
+                            )));
+                        }
+                    },
+                }
+            }
         };
-        Ok(Typed { node: Node::Binary(op, Box::new(l.node), Box::new(r.node)), ty })
+        Ok(Typed {
+            node: Node::Binary(op, Box::new(l.node), Box::new(r.node)),
+            ty,
+        })
     }
 
     fn case(
@@ -460,7 +626,9 @@ impl Compiler<'_> {
                 (Some(a), Some(b)) if a == b => Some(a),
                 (Some(a), Some(b)) if a.is_numeric() && b.is_numeric() => Some(DataType::Float),
                 (Some(a), Some(b)) => {
-                    return Err(ExprError::new(format!("`{e}`: CASE branches mix {a} and {b}")))
+                    return Err(ExprError::new(format!(
+                        "`{e}`: CASE branches mix {a} and {b}"
+                    )))
                 }
             };
             Ok(())
@@ -522,9 +690,9 @@ impl Compiler<'_> {
             }
             _ => {
                 return Err(ExprError::new(format!(
-                    "`{e}`: unknown function `{name}` (known: lower, upper, length, trim, abs, round, \
+                "`{e}`: unknown function `{name}` (known: lower, upper, length, trim, abs, round, \
                      floor, ceil, coalesce, concat, greatest, least, epoch_ms, date_trunc)"
-                )))
+            )))
             }
         };
         let FunctionArguments::List(list) = &call.args else {
@@ -534,7 +702,11 @@ impl Compiler<'_> {
         for arg in &list.args {
             match arg {
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => args.push(self.node(x)?),
-                _ => return Err(ExprError::new(format!("`{e}`: only plain arguments are supported"))),
+                _ => {
+                    return Err(ExprError::new(format!(
+                        "`{e}`: only plain arguments are supported"
+                    )))
+                }
             }
         }
         self.call_typed(e, func, args)
@@ -543,8 +715,17 @@ impl Compiler<'_> {
     fn call_typed(&self, e: &ast::Expr, func: Func, args: Vec<Typed>) -> Result<Typed, ExprError> {
         let arity = |lo: usize, hi: usize| -> Result<(), ExprError> {
             if args.len() < lo || args.len() > hi {
-                let n = if lo == hi { lo.to_string() } else if hi == usize::MAX { format!("at least {lo}") } else { format!("{lo} or {hi}") };
-                return Err(ExprError::new(format!("`{e}`: expected {n} argument(s), got {}", args.len())));
+                let n = if lo == hi {
+                    lo.to_string()
+                } else if hi == usize::MAX {
+                    format!("at least {lo}")
+                } else {
+                    format!("{lo} or {hi}")
+                };
+                return Err(ExprError::new(format!(
+                    "`{e}`: expected {n} argument(s), got {}",
+                    args.len()
+                )));
             }
             Ok(())
         };
@@ -552,7 +733,10 @@ impl Compiler<'_> {
             match args[i].ty {
                 None => Ok(()),
                 Some(t) if ok(t) => Ok(()),
-                Some(t) => Err(ExprError::new(format!("`{e}`: argument {} must be {what}, got {t}", i + 1))),
+                Some(t) => Err(ExprError::new(format!(
+                    "`{e}`: argument {} must be {what}, got {t}",
+                    i + 1
+                ))),
             }
         };
         let is_str = |t: DataType| t == DataType::String;
@@ -588,7 +772,9 @@ impl Compiler<'_> {
                     ty = match (ty, a.ty) {
                         (None, t) | (t, None) => t,
                         (Some(x), Some(y)) if x == y => Some(x),
-                        (Some(x), Some(y)) if x.is_numeric() && y.is_numeric() => Some(DataType::Float),
+                        (Some(x), Some(y)) if x.is_numeric() && y.is_numeric() => {
+                            Some(DataType::Float)
+                        }
                         (Some(x), Some(y)) => {
                             return Err(ExprError::new(format!("`{e}`: arguments mix {x} and {y}")))
                         }
@@ -607,11 +793,21 @@ impl Compiler<'_> {
             }
             Func::DateTrunc => {
                 arity(2, 2)?;
-                want(0, &is_str, "a unit string ('second', 'minute', 'hour', 'day')")?;
+                want(
+                    0,
+                    &is_str,
+                    "a unit string ('second', 'minute', 'hour', 'day')",
+                )?;
                 want(1, &|t| t == DataType::Timestamp, "a timestamp")?;
                 match &args[0].node {
-                    Node::Literal(Value::Str(u)) if ["second", "minute", "hour", "day"].contains(&u.to_ascii_lowercase().as_str()) => {}
-                    _ => return Err(ExprError::new(format!("`{e}`: the unit must be one of 'second', 'minute', 'hour', 'day'"))),
+                    Node::Literal(Value::Str(u))
+                        if ["second", "minute", "hour", "day"]
+                            .contains(&u.to_ascii_lowercase().as_str()) => {}
+                    _ => {
+                        return Err(ExprError::new(format!(
+                            "`{e}`: the unit must be one of 'second', 'minute', 'hour', 'day'"
+                        )))
+                    }
                 }
                 Some(DataType::Timestamp)
             }
@@ -620,19 +816,28 @@ impl Compiler<'_> {
         let nodes = args
             .into_iter()
             .map(|a| match (ty, a.ty) {
-                (Some(DataType::Float), Some(DataType::Int)) if matches!(func, Func::Coalesce | Func::Greatest | Func::Least) => {
+                (Some(DataType::Float), Some(DataType::Int))
+                    if matches!(func, Func::Coalesce | Func::Greatest | Func::Least) =>
+                {
                     Node::Cast(Box::new(a.node), DataType::Float)
                 }
                 _ => a.node,
             })
             .collect();
-        Ok(Typed { node: Node::Call(func, nodes), ty })
+        Ok(Typed {
+            node: Node::Call(func, nodes),
+            ty,
+        })
     }
 }
 
 impl LikePattern {
     fn new(pattern: &str, case_insensitive: bool) -> Self {
-        let pattern = if case_insensitive { pattern.to_lowercase() } else { pattern.to_string() };
+        let pattern = if case_insensitive {
+            pattern.to_lowercase()
+        } else {
+            pattern.to_string()
+        };
         let mut parts = Vec::new();
         let mut literal = String::new();
         for c in pattern.chars() {
@@ -641,7 +846,11 @@ impl LikePattern {
                     if !literal.is_empty() {
                         parts.push(LikePart::Literal(std::mem::take(&mut literal)));
                     }
-                    parts.push(if c == '%' { LikePart::AnyRun } else { LikePart::AnyOne });
+                    parts.push(if c == '%' {
+                        LikePart::AnyRun
+                    } else {
+                        LikePart::AnyOne
+                    });
                 }
                 c => literal.push(c),
             }
@@ -649,6 +858,9 @@ impl LikePattern {
         if !literal.is_empty() {
             parts.push(LikePart::Literal(literal));
         }
-        LikePattern { parts, case_insensitive }
+        LikePattern {
+            parts,
+            case_insensitive,
+        }
     }
 }

@@ -49,11 +49,15 @@ fn arith(op: BinOp, a: Value<'_>, b: Value<'_>) -> Value<'static> {
         (BinOp::Mul, Int(x), Int(y)) => int(x.checked_mul(*y)),
         (BinOp::Div, Int(x), Int(y)) => int(x.checked_div(*y)),
         (BinOp::Mod, Int(x), Int(y)) => int(x.checked_rem(*y)),
-        (BinOp::Add, Ts(t), Int(d)) | (BinOp::Add, Int(d), Ts(t)) => t.checked_add(*d).map_or(Null, Ts),
+        (BinOp::Add, Ts(t), Int(d)) | (BinOp::Add, Int(d), Ts(t)) => {
+            t.checked_add(*d).map_or(Null, Ts)
+        }
         (BinOp::Sub, Ts(t), Int(d)) => t.checked_sub(*d).map_or(Null, Ts),
         (BinOp::Sub, Ts(x), Ts(y)) => int(x.checked_sub(*y)),
         _ => {
-            let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) else { return Null };
+            let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) else {
+                return Null;
+            };
             Float(match op {
                 BinOp::Add => x + y,
                 BinOp::Sub => x - y,
@@ -105,9 +109,9 @@ impl LikePattern {
 fn like(parts: &[LikePart], text: &str) -> bool {
     match parts.split_first() {
         None => text.is_empty(),
-        Some((LikePart::Literal(lit), rest)) => {
-            text.strip_prefix(lit.as_str()).is_some_and(|t| like(rest, t))
-        }
+        Some((LikePart::Literal(lit), rest)) => text
+            .strip_prefix(lit.as_str())
+            .is_some_and(|t| like(rest, t)),
         Some((LikePart::AnyOne, rest)) => {
             let mut chars = text.chars();
             chars.next().is_some() && like(rest, chars.as_str())
@@ -210,7 +214,9 @@ impl Node {
             Node::Between(x, lo, hi, negated) => {
                 let v = x.eval(row);
                 match (compare(&v, &lo.eval(row)), compare(&v, &hi.eval(row))) {
-                    (Some(a), Some(b)) => Bool((a != Ordering::Less && b != Ordering::Greater) != *negated),
+                    (Some(a), Some(b)) => {
+                        Bool((a != Ordering::Less && b != Ordering::Greater) != *negated)
+                    }
                     _ => Null,
                 }
             }
@@ -281,7 +287,11 @@ fn call<'a>(func: Func, args: &'a [Node], row: &'a Row) -> Value<'a> {
                 v => v,
             }
         }
-        Func::Coalesce => args.iter().map(|a| a.eval(row)).find(|v| !v.is_null()).unwrap_or(Null),
+        Func::Coalesce => args
+            .iter()
+            .map(|a| a.eval(row))
+            .find(|v| !v.is_null())
+            .unwrap_or(Null),
         Func::Concat => {
             let mut out = String::new();
             for a in args {
@@ -292,7 +302,11 @@ fn call<'a>(func: Func, args: &'a [Node], row: &'a Row) -> Value<'a> {
             Str(Cow::Owned(out))
         }
         Func::Greatest | Func::Least => {
-            let want = if func == Func::Greatest { Ordering::Greater } else { Ordering::Less };
+            let want = if func == Func::Greatest {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            };
             let mut best: Option<Value<'a>> = None;
             for a in args {
                 let v = a.eval(row);
@@ -383,8 +397,14 @@ mod tests {
         assert_eq!(eval("status LIKE 'F_ILED'"), Value::Bool(true));
         assert_eq!(eval("status ILIKE '%led'"), Value::Bool(true));
         assert_eq!(eval("status LIKE '%X%'"), Value::Bool(false));
-        assert_eq!(eval("CASE WHEN amount > 10 THEN 'big' ELSE 'small' END"), Value::Str("big".into()));
-        assert_eq!(eval("CASE n WHEN 7 THEN 1 WHEN 8 THEN 2.5 END"), Value::Float(1.0));
+        assert_eq!(
+            eval("CASE WHEN amount > 10 THEN 'big' ELSE 'small' END"),
+            Value::Str("big".into())
+        );
+        assert_eq!(
+            eval("CASE n WHEN 7 THEN 1 WHEN 8 THEN 2.5 END"),
+            Value::Float(1.0)
+        );
         assert_eq!(eval("CAST(amount AS int)"), Value::Int(12));
         assert_eq!(eval("CAST('42' AS bigint) + 1"), Value::Int(43));
         assert_eq!(eval("CAST(status AS int)"), Value::Null);
@@ -397,7 +417,10 @@ mod tests {
         assert_eq!(eval("ts - 1000"), Value::Ts(59_000));
         assert_eq!(eval("epoch_ms(ts)"), Value::Int(60_000));
         assert_eq!(eval("date_trunc('hour', ts)"), Value::Ts(0));
-        assert_eq!(eval("TIMESTAMP '1970-01-01T00:01:00Z' = ts"), Value::Bool(true));
+        assert_eq!(
+            eval("TIMESTAMP '1970-01-01T00:01:00Z' = ts"),
+            Value::Bool(true)
+        );
     }
 
     #[test]
@@ -418,9 +441,15 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_expression_and_the_types() {
-        assert_eq!(err("stauts = 'x'"), "unknown column `stauts` (columns: status, amount, n, ts, flag)");
+        assert_eq!(
+            err("stauts = 'x'"),
+            "unknown column `stauts` (columns: status, amount, n, ts, flag)"
+        );
         assert!(err("Status = 'x'").contains("did you mean `status`?"));
-        assert_eq!(err("status > 5"), "`status > 5`: cannot compare string with int");
+        assert_eq!(
+            err("status > 5"),
+            "`status > 5`: cannot compare string with int"
+        );
         assert!(err("status + 1").contains("use || to join strings"));
         assert!(err("amount AND flag").contains("is a float, expected a boolean"));
         assert!(err("status = ").starts_with("cannot parse `status = `"));
@@ -436,16 +465,40 @@ mod tests {
         use super::super::{parse_aggregate, AggregateFunction};
         let s = schema();
         let c = parse_aggregate("count(*)", &s).unwrap();
-        assert_eq!((c.function, c.output), (AggregateFunction::Count, DataType::Int));
+        assert_eq!(
+            (c.function, c.output),
+            (AggregateFunction::Count, DataType::Int)
+        );
         assert!(c.argument.is_none());
         assert_eq!(parse_aggregate("sum(n)", &s).unwrap().output, DataType::Int);
-        assert_eq!(parse_aggregate("avg(n)", &s).unwrap().output, DataType::Float);
-        assert_eq!(parse_aggregate("max(ts)", &s).unwrap().output, DataType::Timestamp);
-        assert_eq!(parse_aggregate("SUM(amount * 2)", &s).unwrap().output, DataType::Float);
+        assert_eq!(
+            parse_aggregate("avg(n)", &s).unwrap().output,
+            DataType::Float
+        );
+        assert_eq!(
+            parse_aggregate("max(ts)", &s).unwrap().output,
+            DataType::Timestamp
+        );
+        assert_eq!(
+            parse_aggregate("SUM(amount * 2)", &s).unwrap().output,
+            DataType::Float
+        );
         let e = parse_aggregate("sum(status)", &s).unwrap_err().message;
-        assert!(e.contains("sum needs an int or float argument, got string"), "{e}");
-        assert!(parse_aggregate("median(n)", &s).unwrap_err().message.contains("not an aggregate"));
-        assert!(parse_aggregate("count(DISTINCT n)", &s).unwrap_err().message.contains("DISTINCT"));
-        assert!(parse_aggregate("sum(nope)", &s).unwrap_err().message.contains("unknown column `nope`"));
+        assert!(
+            e.contains("sum needs an int or float argument, got string"),
+            "{e}"
+        );
+        assert!(parse_aggregate("median(n)", &s)
+            .unwrap_err()
+            .message
+            .contains("not an aggregate"));
+        assert!(parse_aggregate("count(DISTINCT n)", &s)
+            .unwrap_err()
+            .message
+            .contains("DISTINCT"));
+        assert!(parse_aggregate("sum(nope)", &s)
+            .unwrap_err()
+            .message
+            .contains("unknown column `nope`"));
     }
 }

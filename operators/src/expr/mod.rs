@@ -42,7 +42,9 @@ pub struct ExprError {
 
 impl ExprError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        ExprError { message: message.into() }
+        ExprError {
+            message: message.into(),
+        }
     }
 }
 

@@ -85,7 +85,11 @@ mod tests {
         let uneven = WindowKind::Sliding { size: 10, slide: 4 };
         for ts in -20..20 {
             let w = windows(uneven, ts);
-            assert!(w.iter().all(|&(s, e)| s <= ts && ts < e && s.rem_euclid(4) == 0), "{ts}: {w:?}");
+            assert!(
+                w.iter()
+                    .all(|&(s, e)| s <= ts && ts < e && s.rem_euclid(4) == 0),
+                "{ts}: {w:?}"
+            );
             assert!((2..=3).contains(&w.len()), "{ts}: {w:?}");
         }
     }

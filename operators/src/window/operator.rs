@@ -117,7 +117,9 @@ impl WindowLogic {
             }
             _ => {
                 let bound = event.wm.max(fired_wm);
-                self.state.insert_fixed(key, event.ts, &event.row, |end| end.saturating_add(lateness) > bound)
+                self.state.insert_fixed(key, event.ts, &event.row, |end| {
+                    end.saturating_add(lateness) > bound
+                })
             }
         };
         if accepted {
@@ -130,7 +132,10 @@ impl WindowLogic {
 
     /// Closes every window the watermark `wm` has passed; returns their output records.
     fn close(&mut self, wm: i64, out: &mut Vec<Event>) {
-        self.state.close_until(wm.saturating_sub(self.config.allowed_lateness), &mut self.closed);
+        self.state.close_until(
+            wm.saturating_sub(self.config.allowed_lateness),
+            &mut self.closed,
+        );
         let keys = self.config.key_columns.len();
         for w in self.closed.drain(..) {
             for k in 0..keys {
@@ -138,7 +143,9 @@ impl WindowLogic {
             }
             self.output.set_ts(keys, w.start);
             self.output.set_ts(keys + 1, w.end);
-            self.config.aggregates.write(&w.accs, &mut self.output, keys + 2);
+            self.config
+                .aggregates
+                .write(&w.accs, &mut self.output, keys + 2);
             // Emitted `end - 1`: a window's result is on time for any downstream window.
             out.push(Event::new(w.end - 1, w.end - 1, self.output.finish()));
         }
@@ -166,8 +173,12 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
         let mut late_out: OutputBuilder<_, CapacityContainerBuilder<Vec<Event>>> =
             OutputBuilder::from(late_out);
 
-        let window_state =
-            WindowState::new(config.name.clone(), config.kind, config.aggregates.clone(), config.key_groups);
+        let window_state = WindowState::new(
+            config.name.clone(),
+            config.kind,
+            config.aggregates.clone(),
+            config.key_groups,
+        );
         let output_columns = config.key_columns.len() + 2 + config.aggregates.len();
         let mut logic = WindowLogic {
             keys: KeyExtractor::new(config.key_columns.clone()),
@@ -180,7 +191,10 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
         let mut state_ctx = state;
         if let Some(ctx) = &state_ctx {
             if let Err(e) = ctx.restore(&mut logic.state) {
-                panic!("window step `{}` cannot restore its state: {e}", logic.config.name);
+                panic!(
+                    "window step `{}` cannot restore its state: {e}",
+                    logic.config.name
+                );
             }
         }
 
@@ -205,12 +219,17 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
                     }
                 });
 
-                let checkpoint = state_ctx.as_ref().and_then(StateContext::pending_checkpoint);
+                let checkpoint = state_ctx
+                    .as_ref()
+                    .and_then(StateContext::pending_checkpoint);
                 data_in.for_each_stamp(|cap, data| {
                     let Some(&epoch) = cap.least() else { return };
                     if checkpoint.is_some_and(|c| epoch > c) {
                         let entry = stash.entry(epoch).or_insert_with(|| {
-                            (cap.retain_least(1).expect("a message has a time"), Vec::new())
+                            (
+                                cap.retain_least(1).expect("a message has a time"),
+                                Vec::new(),
+                            )
                         });
                         for batch in data {
                             entry.1.append(batch);
@@ -231,8 +250,10 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
                 // Complete epochs, in order: close windows at each epoch's watermark; take the
                 // pending checkpoint once its epoch is complete, then release the records held
                 // back for it. After the inputs end nothing is checkpointed.
-                let running = !frontiers[0].frontier().is_empty() || !frontiers[1].frontier().is_empty();
-                let complete = |e: &Epoch| !frontiers[0].less_equal(e) && !frontiers[1].less_equal(e);
+                let running =
+                    !frontiers[0].frontier().is_empty() || !frontiers[1].frontier().is_empty();
+                let complete =
+                    |e: &Epoch| !frontiers[0].less_equal(e) && !frontiers[1].less_equal(e);
                 loop {
                     let next_wm = watermarks.next_epoch().filter(|e| complete(e));
                     let checkpoint = state_ctx
@@ -244,14 +265,19 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
                             let (cap, wm) = watermarks.pop_first().expect("a pending epoch");
                             logic.close(wm, &mut closed_buf);
                             if !closed_buf.is_empty() {
-                                results_out.session(&cap).give_iterator(closed_buf.drain(..));
+                                results_out
+                                    .session(&cap)
+                                    .give_iterator(closed_buf.drain(..));
                             }
                             continue;
                         }
                         (_, Some(c)) if running => {
                             let ctx = state_ctx.as_mut().expect("a checkpoint implies state");
                             if let Err(e) = ctx.snapshot(c, &logic.state) {
-                                panic!("window step `{}`: checkpoint {c} failed: {e}", logic.config.name);
+                                panic!(
+                                    "window step `{}`: checkpoint {c} failed: {e}",
+                                    logic.config.name
+                                );
                             }
                             ctx.pending_checkpoint()
                         }
@@ -283,4 +309,3 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
         WindowOutputs { results, late }
     }
 }
-

@@ -96,7 +96,8 @@ impl WindowState {
                 None => {
                     let mut accs = aggregates.init();
                     aggregates.update(&mut accs, row);
-                    let key = Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder");
+                    let key =
+                        Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder");
                     keys.insert(key, accs);
                 }
             }
@@ -109,7 +110,11 @@ impl WindowState {
         let WindowKind::Session { gap } = self.kind else {
             unreachable!("insert_session on a {:?} window", self.kind)
         };
-        let mut merged = Session { start: ts, end: ts + gap, accs: self.aggregates.init() };
+        let mut merged = Session {
+            start: ts,
+            end: ts + gap,
+            accs: self.aggregates.init(),
+        };
         self.aggregates.update(&mut merged.accs, row);
         let key_row = match self.sessions.get_key_value(key) {
             Some((k, _)) => k.clone(),
@@ -143,20 +148,36 @@ impl WindowState {
             let end = *entry.key();
             let mut keys: Vec<(Row, Vec<Acc>)> = entry.remove().into_iter().collect();
             keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            out.extend(keys.into_iter().map(|(key, accs)| ClosedWindow { key, start: end - size, end, accs }));
+            out.extend(keys.into_iter().map(|(key, accs)| ClosedWindow {
+                key,
+                start: end - size,
+                end,
+                accs,
+            }));
         }
         while let Some((end, _)) = self.timers.first() {
             if *end > until {
                 break;
             }
             let (end, key) = self.timers.pop_first().expect("non-empty");
-            let sessions = self.sessions.get_mut(&key).expect("a timer has its session");
-            let at = sessions.iter().position(|s| s.end == end).expect("a timer has its session");
+            let sessions = self
+                .sessions
+                .get_mut(&key)
+                .expect("a timer has its session");
+            let at = sessions
+                .iter()
+                .position(|s| s.end == end)
+                .expect("a timer has its session");
             let session = sessions.remove(at);
             if sessions.is_empty() {
                 self.sessions.remove(&key);
             }
-            out.push(ClosedWindow { key, start: session.start, end, accs: session.accs });
+            out.push(ClosedWindow {
+                key,
+                start: session.start,
+                end,
+                accs: session.accs,
+            });
         }
     }
 
@@ -170,14 +191,18 @@ impl KeyedState for WindowState {
         let mut groups: BTreeMap<KeyGroup, GroupSnapshot> = BTreeMap::new();
         for (end, keys) in &self.fixed {
             for (key, accs) in keys {
-                let entry = groups.entry(self.group_of(key)).or_insert_with(|| GroupSnapshot::Fixed(Vec::new()));
+                let entry = groups
+                    .entry(self.group_of(key))
+                    .or_insert_with(|| GroupSnapshot::Fixed(Vec::new()));
                 if let GroupSnapshot::Fixed(list) = entry {
                     list.push((*end, key.clone(), accs.clone()));
                 }
             }
         }
         for (key, sessions) in &self.sessions {
-            let entry = groups.entry(self.group_of(key)).or_insert_with(|| GroupSnapshot::Sessions(Vec::new()));
+            let entry = groups
+                .entry(self.group_of(key))
+                .or_insert_with(|| GroupSnapshot::Sessions(Vec::new()));
             if let GroupSnapshot::Sessions(list) = entry {
                 list.push((key.clone(), sessions.clone()));
             }
@@ -187,7 +212,9 @@ impl KeyedState for WindowState {
             .map(|(group, mut snapshot)| {
                 // Hash-map order must not leak into the bytes: same state, same snapshot.
                 match &mut snapshot {
-                    GroupSnapshot::Fixed(list) => list.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1))),
+                    GroupSnapshot::Fixed(list) => {
+                        list.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
+                    }
                     GroupSnapshot::Sessions(list) => list.sort_unstable_by(|a, b| a.0.cmp(&b.0)),
                 }
                 Ok((group, encode_state(&self.name, group, &snapshot)?))
@@ -217,6 +244,9 @@ impl KeyedState for WindowState {
     fn stats(&self) -> StateStats {
         let fixed: usize = self.fixed.values().map(HashMap::len).sum();
         let sessions: usize = self.sessions.values().map(Vec::len).sum();
-        StateStats { keys: fixed + self.sessions.len(), entries: fixed + sessions }
+        StateStats {
+            keys: fixed + self.sessions.len(),
+            entries: fixed + sessions,
+        }
     }
 }

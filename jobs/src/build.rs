@@ -1,0 +1,238 @@
+//! From a [`Plan`] to a timely dataflow, on one worker.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use weir_engine::event::{Epoch, Event, WATERMARK_MIN};
+use weir_engine::failure::Failures;
+use weir_engine::state::{CheckpointSchedule, StateBackend, StateContext};
+use weir_engine::stats::JobStats;
+use weir_engine::watermark::delay_stream;
+use weir_operators::filter_project::FilterProject;
+use weir_operators::sink::{
+    encode_lines, null_sink, write_sorted_lines, LineWriter, SortedJsonFile, StdoutWriter,
+};
+use weir_operators::source::file::{plan_splits, JsonLinesReader};
+use weir_operators::source::generator::{GeneratorReader, Pools};
+use weir_operators::source::{source, PartitionReader, SourceConfig};
+use weir_operators::window::{WindowAggregate, WindowConfig};
+
+use crate::plan::{Plan, SinkOp, SourceInput, SourcePlan, StepOp};
+
+/// Where operator state is snapshotted and restored from, and when.
+#[derive(Clone)]
+pub struct StateSetup {
+    /// The store.
+    pub backend: Arc<dyn StateBackend>,
+    /// Checkpoint epochs.
+    pub schedule: CheckpointSchedule,
+}
+
+/// What every worker of a run shares.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// Counters for progress and summary.
+    pub stats: Arc<JobStats>,
+    /// Failures raised inside operators.
+    pub failures: Failures,
+    /// Keyed state snapshots, when enabled.
+    pub state: Option<StateSetup>,
+    /// Unfinished epochs downstream before sources pause.
+    pub max_inflight_epochs: u64,
+}
+
+impl BuildContext {
+    /// A context without state snapshots.
+    pub fn new(stats: Arc<JobStats>, failures: Failures) -> Self {
+        BuildContext {
+            stats,
+            failures,
+            state: None,
+            max_inflight_epochs: 8,
+        }
+    }
+}
+
+/// Opens the partitions of `source` that `worker` (of `peers`) reads.
+pub fn readers_for(
+    source: &SourcePlan,
+    worker: usize,
+    peers: usize,
+) -> Result<Vec<Box<dyn PartitionReader>>, String> {
+    match &source.input {
+        SourceInput::File {
+            patterns,
+            split_size,
+        } => {
+            let splits = plan_splits(patterns, *split_size)
+                .map_err(|e| format!("source `{}`: {e}", source.name))?;
+            Ok(splits
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| i % peers == worker)
+                .map(|(_, split)| {
+                    Box::new(JsonLinesReader::new(
+                        split,
+                        source.schema.clone(),
+                        source.ts_column,
+                    )) as Box<dyn PartitionReader>
+                })
+                .collect())
+        }
+        SourceInput::Generator(config) => {
+            let config = Arc::new(config.clone());
+            let pools = Arc::new(Pools::new(config.cardinalities));
+            Ok((0..config.partitions)
+                .filter(|p| *p as usize % peers == worker)
+                .map(|p| {
+                    Box::new(GeneratorReader::new(config.clone(), pools.clone(), p))
+                        as Box<dyn PartitionReader>
+                })
+                .collect())
+        }
+    }
+}
+
+type Streams<'scope> = HashMap<
+    String,
+    (
+        StreamVec<'scope, Epoch, Event>,
+        StreamVec<'scope, Epoch, i64>,
+    ),
+>;
+
+/// Builds the job's dataflow in `scope`; returns the probe that completes when every sink has
+/// seen the end of its input.
+pub fn build<'scope>(
+    scope: Scope<'scope, Epoch>,
+    plan: &Plan,
+    ctx: &BuildContext,
+) -> Result<ProbeHandle<Epoch>, String> {
+    let probe = ProbeHandle::new();
+    let (worker, peers) = (scope.index(), scope.peers());
+    let mut streams: Streams<'scope> = HashMap::new();
+
+    // Every worker sees the same watermarks; each publishes the lowest for progress display.
+    let source_watermarks = Rc::new(RefCell::new(vec![WATERMARK_MIN; plan.sources.len()]));
+    for (i, source_plan) in plan.sources.iter().enumerate() {
+        let config = SourceConfig {
+            name: source_plan.name.clone(),
+            tick: plan.tick,
+            max_out_of_orderness: source_plan.max_out_of_orderness,
+            idle_timeout: source_plan.idle_timeout,
+            on_error: source_plan.on_error,
+            max_inflight_epochs: ctx.max_inflight_epochs,
+        };
+        let readers = readers_for(source_plan, worker, peers)?;
+        let out = source(
+            scope,
+            config,
+            readers,
+            Some(probe.clone()),
+            ctx.stats.clone(),
+            ctx.failures.clone(),
+        );
+        let (all, stats) = (source_watermarks.clone(), ctx.stats.clone());
+        let watermarks = out.watermarks.inspect(move |wm| {
+            let mut all = all.borrow_mut();
+            all[i] = *wm;
+            stats.observe_watermark(all.iter().copied().min().unwrap_or(*wm));
+        });
+        streams.insert(source_plan.name.clone(), (out.events, watermarks.clone()));
+        streams.insert(
+            format!("{}.dead_letter", source_plan.name),
+            (out.dead_letters, watermarks),
+        );
+    }
+
+    for step in &plan.steps {
+        let (input, watermarks) = streams
+            .get(&step.input)
+            .cloned()
+            .ok_or_else(|| format!("step `{}`: input `{}` was not built", step.name, step.input))?;
+        match &step.op {
+            StepOp::FilterProject { filter, project } => {
+                let out = input.filter_project(&step.name, filter.clone(), project.clone());
+                streams.insert(step.name.clone(), (out, watermarks));
+            }
+            StepOp::Window {
+                key_columns,
+                kind,
+                allowed_lateness,
+                aggregates,
+            } => {
+                let config = WindowConfig {
+                    name: step.name.clone(),
+                    key_columns: key_columns.clone(),
+                    kind: *kind,
+                    allowed_lateness: *allowed_lateness,
+                    aggregates: aggregates.clone(),
+                    key_groups: plan.key_groups,
+                };
+                let state = ctx.state.as_ref().map(|s| {
+                    StateContext::new(
+                        step.name.clone(),
+                        s.backend.clone(),
+                        s.schedule.clone(),
+                        plan.key_groups,
+                        worker,
+                        peers,
+                    )
+                });
+                let out =
+                    input.window_aggregate(watermarks.clone(), config, state, ctx.stats.clone());
+                // Results come out `allowed_lateness + 1` ms behind the input watermark.
+                let delayed = delay_stream(watermarks.clone(), allowed_lateness.saturating_add(1));
+                streams.insert(step.name.clone(), (out.results, delayed));
+                streams.insert(format!("{}.late", step.name), (out.late, watermarks));
+            }
+        }
+    }
+
+    for sink in &plan.sinks {
+        let (input, _) = streams
+            .get(&sink.input)
+            .cloned()
+            .ok_or_else(|| format!("sink `{}`: input `{}` was not built", sink.name, sink.input))?;
+        let input = input.probe_with(&probe);
+        let name = format!("sink.{}", sink.name);
+        match &sink.op {
+            SinkOp::Null => null_sink(input, &name, ctx.stats.clone()),
+            SinkOp::File { path, format } => {
+                let writer: Option<Box<dyn LineWriter>> = if worker == 0 {
+                    Some(Box::new(
+                        SortedJsonFile::create(path)
+                            .map_err(|e| format!("sink `{}`: {e}", sink.name))?,
+                    ))
+                } else {
+                    None
+                };
+                let lines = encode_lines(input, &name, sink.columns.clone(), *format);
+                write_sorted_lines(
+                    lines,
+                    &name,
+                    writer,
+                    ctx.stats.clone(),
+                    ctx.failures.clone(),
+                );
+            }
+            SinkOp::Stdout { format } => {
+                let writer: Option<Box<dyn LineWriter>> =
+                    (worker == 0).then(|| Box::new(StdoutWriter) as Box<dyn LineWriter>);
+                let lines = encode_lines(input, &name, sink.columns.clone(), *format);
+                write_sorted_lines(
+                    lines,
+                    &name,
+                    writer,
+                    ctx.stats.clone(),
+                    ctx.failures.clone(),
+                );
+            }
+        }
+    }
+    Ok(probe)
+}

@@ -1,0 +1,334 @@
+//! The job spec: the YAML/JSON document users, tests and the coordinator share.
+//!
+//! Deserialisation is strict (`deny_unknown_fields`) and path-aware: every error names where in
+//! the document it is (`steps.per_user_minute.window.size`). Kinds are flat structs with a
+//! `kind` field rather than tagged enums, so that a field error keeps its full path; which
+//! fields fit which kind is checked by [`crate::plan`].
+
+use std::fmt;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::error::{SpecError, SpecErrors};
+
+/// A duration written like `10s`, `5m`, `250ms` or `1h30m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// In milliseconds (saturating).
+    pub fn millis(self) -> i64 {
+        self.0.as_millis().min(i64::MAX as u128) as i64
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration like 10s, 5m, 250ms or 1h30m")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                humantime::parse_duration(v.trim()).map(Dur).map_err(|e| {
+                    E::custom(format!(
+                        "invalid duration `{v}` ({e}): expected like 10s, 5m, 250ms, 1h30m"
+                    ))
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
+                if v == 0 {
+                    Ok(Dur(Duration::ZERO))
+                } else {
+                    Err(E::custom(format!(
+                        "invalid duration `{v}`: give a unit, like {v}s or {v}ms"
+                    )))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "invalid duration `{v}`: give a unit, like {v}s or {v}ms"
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "invalid duration `{v}`: give a unit, like {v}s or {v}ms"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One name or a list of names (`key: user_id` or `key: [user_id, device_id]`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single name.
+    One(String),
+    /// Several names.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The names.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A job.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Job name.
+    pub name: String,
+    /// Worker threads per process (overridden by `--workers`).
+    #[serde(default)]
+    pub parallelism: Option<usize>,
+    /// Key groups: fixed for the life of the job's state (default 128).
+    #[serde(default)]
+    pub key_groups: Option<u32>,
+    /// Processing time per epoch (default 100ms).
+    #[serde(default)]
+    pub tick: Option<Dur>,
+    /// Checkpointing.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointSpec>,
+    /// Named inputs.
+    pub sources: IndexMap<String, SourceSpec>,
+    /// Named transformations.
+    #[serde(default)]
+    pub steps: IndexMap<String, StepSpec>,
+    /// Named outputs.
+    pub sinks: IndexMap<String, SinkSpec>,
+}
+
+/// The `checkpoint:` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Time between checkpoints.
+    pub interval: Dur,
+    /// Store URL: `file:///path` or `hdfs://namenode:port/path`.
+    pub store: String,
+    /// Completed checkpoints to keep (default 3).
+    #[serde(default)]
+    pub retain: Option<usize>,
+}
+
+/// How a source's bad input is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnErrorSpec {
+    /// To `<source>.dead_letter`.
+    DeadLetter,
+    /// Counted and dropped.
+    Skip,
+    /// The job fails.
+    Fail,
+}
+
+/// The `event_time:` section of a source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTimeSpec {
+    /// The event-time column (int ms or timestamp).
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Allowed disorder within a partition.
+    #[serde(default)]
+    pub max_out_of_orderness: Option<Dur>,
+    /// A partition without input for this long stops holding the watermark back.
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+}
+
+/// A source. `kind` decides which other fields apply.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// `file` or `generator`.
+    pub kind: String,
+    /// file: a path, a glob, or a list of them.
+    #[serde(default)]
+    pub path: Option<OneOrMany>,
+    /// file: `json` (JSON lines).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// file: bytes per split (default 16 MiB).
+    #[serde(default)]
+    pub split_size: Option<u64>,
+    /// file: column name → type (`string`, `int`, `float`, `bool`, `timestamp`; add `not null`).
+    #[serde(default)]
+    pub schema: Option<IndexMap<String, String>>,
+    /// Event time and watermarks.
+    #[serde(default)]
+    pub event_time: Option<EventTimeSpec>,
+    /// Bad input handling (default `dead_letter`).
+    #[serde(default)]
+    pub on_error: Option<OnErrorSpec>,
+    /// generator: `clicks`, `iot`, `payments` or `device_profiles`.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// generator: number of events (endless without).
+    #[serde(default)]
+    pub events: Option<u64>,
+    /// generator: events per second (full speed without).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// generator: seed (default 42).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// generator: partitions (default 8).
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// generator: event time of the first event (RFC 3339; default 2026-01-01T00:00:00Z).
+    #[serde(default)]
+    pub start_time: Option<String>,
+    /// generator: event time between consecutive events (default 1ms).
+    #[serde(default)]
+    pub time_step: Option<Dur>,
+    /// generator: events run up to this much behind their nominal time (default 500ms).
+    #[serde(default)]
+    pub disorder: Option<Dur>,
+    /// generator: fraction of events that are late.
+    #[serde(default)]
+    pub late_fraction: Option<f64>,
+    /// generator: how far behind late events are (default 1m).
+    #[serde(default)]
+    pub late_by: Option<Dur>,
+    /// generator: fraction of malformed events.
+    #[serde(default)]
+    pub malformed: Option<f64>,
+    /// generator: distinct users (default 10000).
+    #[serde(default)]
+    pub users: Option<u64>,
+    /// generator: distinct devices (default 5000).
+    #[serde(default)]
+    pub devices: Option<u64>,
+}
+
+/// The `window:` of a window step.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// `tumbling`, `sliding` or `session`.
+    pub kind: String,
+    /// tumbling, sliding: window length.
+    #[serde(default)]
+    pub size: Option<Dur>,
+    /// sliding: distance between window starts.
+    #[serde(default)]
+    pub slide: Option<Dur>,
+    /// session: inactivity that ends a session.
+    #[serde(default)]
+    pub gap: Option<Dur>,
+}
+
+/// A step. Which fields are present decides its kind: `filter`/`project` (per record) or
+/// `window` + `aggregates`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Input stream: a source, a step, `<source>.dead_letter` or `<step>.late`.
+    pub from: String,
+    /// SQL condition; records for which it is not TRUE are dropped.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Output column → SQL expression.
+    #[serde(default)]
+    pub project: Option<IndexMap<String, String>>,
+    /// Key columns of a window step.
+    #[serde(default)]
+    pub key: Option<OneOrMany>,
+    /// The window.
+    #[serde(default)]
+    pub window: Option<WindowSpec>,
+    /// How long after a window's end records are still accepted (default 0s).
+    #[serde(default)]
+    pub allowed_lateness: Option<Dur>,
+    /// Output column → aggregate (`count(*)`, `sum(amount)`, ...).
+    #[serde(default)]
+    pub aggregates: Option<IndexMap<String, String>>,
+}
+
+/// A sink. `kind` decides which other fields apply.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// The stream written.
+    pub from: String,
+    /// `file`, `stdout` or `null`.
+    pub kind: String,
+    /// file: output path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// file, stdout: `rfc3339` (default) or `millis`.
+    #[serde(default)]
+    pub timestamp_format: Option<String>,
+}
+
+/// Parses a spec from YAML or JSON text (JSON is YAML).
+pub fn parse_document(text: &str) -> Result<serde_json::Value, SpecErrors> {
+    let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| {
+        SpecErrors::one(SpecError::new(
+            "",
+            format!("not a valid YAML/JSON document: {e}"),
+        ))
+    })?;
+    if !value.is_object() {
+        return Err(SpecErrors::one(SpecError::new(
+            "",
+            "a job spec is a mapping with name, sources, steps and sinks",
+        )));
+    }
+    Ok(value)
+}
+
+/// Applies one `--set path=value` override (`sources.payments.events=1000`); the value is
+/// read as YAML, so numbers, booleans and lists keep their type.
+pub fn apply_override(doc: &mut serde_json::Value, assignment: &str) -> Result<(), SpecError> {
+    let Some((path, raw)) = assignment.split_once('=') else {
+        return Err(SpecError::new(
+            "--set",
+            format!("`{assignment}` is not path=value"),
+        ));
+    };
+    let value: serde_json::Value =
+        serde_norway::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+    let mut node = doc;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let serde_json::Value::Object(map) = node else {
+            return Err(SpecError::new(
+                parts[..i].join("."),
+                format!("--set {path}: not a mapping"),
+            ));
+        };
+        if i + 1 == parts.len() {
+            map.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = map
+            .entry(part.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+    }
+    Ok(())
+}
+
+/// Deserialises the spec, naming the path of the first error.
+pub fn from_document(doc: serde_json::Value) -> Result<JobSpec, SpecErrors> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        SpecErrors::one(SpecError::new(path, e.into_inner().to_string()))
+    })
+}

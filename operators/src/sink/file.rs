@@ -1,0 +1,206 @@
+//! The JSON-lines file sink: epochs appended in sorted order, merged into one order at the end.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Line, LineWriter};
+
+/// Writes lines to a file as epochs complete; when the run ends, merges the sorted epochs so
+/// the whole file is ordered by `(event time, line)`.
+///
+/// Lines are visible in the file while the job runs. The event time of each line is kept in a
+/// sidecar file (`.<name>.weir-ts`, 8 bytes a line) for the final merge, then removed.
+pub struct SortedJsonFile {
+    path: PathBuf,
+    ts_path: PathBuf,
+    out: BufWriter<File>,
+    ts_out: BufWriter<File>,
+    /// `(byte offset, line index)` where each sorted run starts.
+    runs: Vec<(u64, u64)>,
+    bytes: u64,
+    lines: u64,
+    last: Option<Line>,
+}
+
+impl SortedJsonFile {
+    /// Creates (truncates) `path`, creating its directory if needed.
+    pub fn create(path: &Path) -> Result<Self, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let ts_path = path.with_file_name(format!(".{name}.weir-ts"));
+        let open =
+            |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
+        Ok(SortedJsonFile {
+            out: BufWriter::with_capacity(1 << 20, open(path)?),
+            ts_out: BufWriter::with_capacity(1 << 16, open(&ts_path)?),
+            path: path.to_path_buf(),
+            ts_path,
+            runs: vec![(0, 0)],
+            bytes: 0,
+            lines: 0,
+            last: None,
+        })
+    }
+
+    fn io(&self, e: std::io::Error) -> String {
+        format!("cannot write {}: {e}", self.path.display())
+    }
+
+    /// k-way merge of the sorted runs into a new file that replaces the old one.
+    fn merge_runs(&mut self) -> Result<(), String> {
+        let io = |p: &Path, e: std::io::Error| format!("while merging {}: {e}", p.display());
+        let mut ts_all = Vec::with_capacity(self.lines as usize * 8);
+        File::open(&self.ts_path)
+            .and_then(|mut f| f.read_to_end(&mut ts_all))
+            .map_err(|e| io(&self.ts_path, e))?;
+        let ts_of = |line: u64| {
+            i64::from_le_bytes(
+                ts_all[line as usize * 8..line as usize * 8 + 8]
+                    .try_into()
+                    .expect("8 bytes"),
+            )
+        };
+        struct Run {
+            reader: std::io::Take<BufReader<File>>,
+            next_line: u64,
+            end_line: u64,
+        }
+        let mut runs = Vec::with_capacity(self.runs.len());
+        for (i, &(offset, first)) in self.runs.iter().enumerate() {
+            let (end_offset, end_line) = self
+                .runs
+                .get(i + 1)
+                .copied()
+                .unwrap_or((self.bytes, self.lines));
+            let mut file = File::open(&self.path).map_err(|e| io(&self.path, e))?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| io(&self.path, e))?;
+            let reader = BufReader::with_capacity(1 << 16, file).take(end_offset - offset);
+            runs.push(Run {
+                reader,
+                next_line: first,
+                end_line,
+            });
+        }
+        let tmp = self.path.with_extension("weir-merge");
+        let mut out =
+            BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| io(&tmp, e))?);
+        let mut heap = BinaryHeap::new();
+        let read = |run: &mut Run,
+                    k: usize,
+                    heap: &mut BinaryHeap<Reverse<(i64, String, usize)>>|
+         -> Result<(), String> {
+            if run.next_line == run.end_line {
+                return Ok(());
+            }
+            let mut line = String::new();
+            run.reader
+                .read_line(&mut line)
+                .map_err(|e| io(&self.path, e))?;
+            line.pop();
+            heap.push(Reverse((ts_of(run.next_line), line, k)));
+            run.next_line += 1;
+            Ok(())
+        };
+        for (k, run) in runs.iter_mut().enumerate() {
+            read(run, k, &mut heap)?;
+        }
+        while let Some(Reverse((_, line, k))) = heap.pop() {
+            out.write_all(line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|e| io(&tmp, e))?;
+            read(&mut runs[k], k, &mut heap)?;
+        }
+        out.flush().map_err(|e| io(&tmp, e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))
+    }
+}
+
+impl LineWriter for SortedJsonFile {
+    fn write_epoch(&mut self, lines: &[Line]) -> Result<(), String> {
+        let Some(first) = lines.first() else {
+            return Ok(());
+        };
+        if self.last.as_ref().is_some_and(|last| last > first) {
+            self.runs.push((self.bytes, self.lines));
+        }
+        for (ts, line) in lines {
+            self.out
+                .write_all(line.as_bytes())
+                .map_err(|e| self.io(e))?;
+            self.out.write_all(b"\n").map_err(|e| self.io(e))?;
+            self.ts_out
+                .write_all(&ts.to_le_bytes())
+                .map_err(|e| self.io(e))?;
+            self.bytes += line.len() as u64 + 1;
+        }
+        self.lines += lines.len() as u64;
+        self.last = lines.last().cloned();
+        // Complete epochs are visible to readers of the file.
+        self.out.flush().map_err(|e| self.io(e))
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        self.out.flush().map_err(|e| self.io(e))?;
+        self.ts_out.flush().map_err(|e| self.io(e))?;
+        if self.runs.len() > 1 {
+            self.merge_runs()?;
+        }
+        fs::remove_file(&self.ts_path)
+            .map_err(|e| format!("cannot remove {}: {e}", self.ts_path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unordered_epochs_are_merged_into_one_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/out.jsonl");
+        let mut sink = SortedJsonFile::create(&path).unwrap();
+        let epoch = |v: &[(i64, &str)]| {
+            v.iter()
+                .map(|(t, s)| (*t, s.to_string()))
+                .collect::<Vec<_>>()
+        };
+        sink.write_epoch(&epoch(&[(5, "e"), (9, "i")])).unwrap();
+        sink.write_epoch(&epoch(&[(1, "a"), (7, "g")])).unwrap();
+        sink.write_epoch(&epoch(&[])).unwrap();
+        sink.write_epoch(&epoch(&[(7, "f"), (10, "j")])).unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "e\ni\na\ng\nf\nj\n",
+            "visible while running"
+        );
+        sink.finish().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a\ne\nf\ng\ni\nj\n");
+        let left: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec!["out.jsonl"],
+            "no sidecar or temporary file remains"
+        );
+    }
+
+    #[test]
+    fn an_unwritable_path_is_a_clear_error() {
+        let err = SortedJsonFile::create(Path::new("/proc/weir/out.jsonl"))
+            .err()
+            .unwrap();
+        assert!(err.contains("/proc/weir"), "{err}");
+    }
+}

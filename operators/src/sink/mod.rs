@@ -1,0 +1,138 @@
+//! Sinks at the end of a dataflow: JSON-lines files, stdout, and a counting null sink.
+//!
+//! File and stdout sinks encode rows to JSON on every worker, gather the lines on worker 0 of
+//! the computation, and write each epoch's lines sorted by `(event time, line)` once the epoch
+//! is complete. A file sink also merges the sorted epochs when a bounded run ends, so the file
+//! is in one deterministic order whatever the worker count or timing.
+
+mod file;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+use weir_engine::data::{encode_row, TimestampFormat};
+use weir_engine::event::{Epoch, Event};
+use weir_engine::failure::Failures;
+use weir_engine::stats::JobStats;
+
+pub use file::SortedJsonFile;
+
+/// An encoded output line with its event time (the sort key with the text).
+pub type Line = (i64, String);
+
+/// Encodes each record as a JSON object with the given column names.
+pub fn encode_lines<'scope>(
+    stream: StreamVec<'scope, Epoch, Event>,
+    name: &str,
+    columns: Vec<String>,
+    format: TimestampFormat,
+) -> StreamVec<'scope, Epoch, Line> {
+    stream.unary::<CapacityContainerBuilder<Vec<Line>>, _, _, _>(
+        Pipeline,
+        &format!("{name}.encode"),
+        move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for batch in data {
+                        for event in batch.drain(..) {
+                            let mut line = String::with_capacity(128);
+                            encode_row(&event.row, &columns, format, &mut line);
+                            session.give((event.ts, line));
+                        }
+                    }
+                });
+            }
+        },
+    )
+}
+
+/// Where gathered, sorted lines go.
+pub trait LineWriter: 'static {
+    /// Writes one complete epoch's lines, already sorted.
+    fn write_epoch(&mut self, lines: &[Line]) -> Result<(), String>;
+    /// Called once when the input has ended.
+    fn finish(&mut self) -> Result<(), String>;
+}
+
+/// Gathers lines on worker 0 and hands each complete epoch, sorted, to `writer`.
+pub fn write_sorted_lines(
+    lines: StreamVec<'_, Epoch, Line>,
+    name: &str,
+    mut writer: Option<Box<dyn LineWriter>>,
+    stats: Arc<JobStats>,
+    failures: Failures,
+) {
+    let name = name.to_string();
+    let mut pending: BTreeMap<Epoch, Vec<Line>> = BTreeMap::new();
+    lines.sink(
+        Exchange::new(|_: &Line| 0),
+        &name.clone(),
+        move |(input, frontier)| {
+            input.for_each_stamp(|cap, data| {
+                if let Some(&epoch) = cap.least() {
+                    let entry = pending.entry(epoch).or_default();
+                    for batch in data {
+                        entry.append(batch);
+                    }
+                }
+            });
+            let Some(out) = writer.as_mut() else { return };
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let mut lines = entry.remove();
+                lines.sort_unstable();
+                stats.add_out(lines.len() as u64);
+                if let Err(e) = out.write_epoch(&lines) {
+                    failures.report(format!("sink `{name}`: {e}"));
+                    writer = None;
+                    return;
+                }
+            }
+            if frontier.is_empty() {
+                if let Err(e) = out.finish() {
+                    failures.report(format!("sink `{name}`: {e}"));
+                }
+                writer = None;
+            }
+        },
+    );
+}
+
+/// Writes lines to standard output.
+pub struct StdoutWriter;
+
+impl LineWriter for StdoutWriter {
+    fn write_epoch(&mut self, lines: &[Line]) -> Result<(), String> {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for (_, line) in lines {
+            writeln!(out, "{line}").map_err(|e| format!("cannot write to stdout: {e}"))?;
+        }
+        out.flush()
+            .map_err(|e| format!("cannot write to stdout: {e}"))
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Counts records and drops them (benchmarks, dry runs).
+pub fn null_sink(stream: StreamVec<'_, Epoch, Event>, name: &str, stats: Arc<JobStats>) {
+    stream.sink(Pipeline, name, move |(input, _frontier)| {
+        input.for_each_stamp(|_cap, data| {
+            for batch in data {
+                stats.add_out(batch.len() as u64);
+                batch.clear();
+            }
+        });
+    });
+}

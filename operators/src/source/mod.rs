@@ -1,0 +1,345 @@
+//! Sources: the operator that turns partition readers into timestamped streams.
+//!
+//! A source is a set of partitions (file splits, generator partitions, Kafka partitions),
+//! spread over workers deterministically. On each worker the source operator:
+//! - reads its partitions in bounded batches and yields, so downstream operators keep up;
+//! - stamps each record with its partition's watermark (see [`Event::wm`]);
+//! - advances its epoch every tick of processing time, and reports its local watermark
+//!   (minimum over live, non-idle partitions) to the global watermark stream;
+//! - turns unreadable input into dead letters (or skips it, or fails the job: `on_error`);
+//! - stops reading while more than `max_inflight_epochs` epochs are unfinished downstream;
+//! - when every partition has ended, reports the end-of-stream watermark and finishes.
+
+pub mod file;
+pub mod generator;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use weir_engine::data::Row;
+use weir_engine::event::{dead_letter_event, Epoch, Event, WATERMARK_END};
+use weir_engine::failure::Failures;
+use weir_engine::stats::JobStats;
+use weir_engine::watermark::{GlobalWatermark, LocalWatermark, PartitionWatermark};
+
+/// What to do with input that cannot be decoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// Send it to `<source>.dead_letter` (and count it).
+    #[default]
+    DeadLetter,
+    /// Count it and drop it.
+    Skip,
+    /// Stop the job with an error naming the input.
+    Fail,
+}
+
+/// A reader's failure (I/O, unreachable system).
+#[derive(Debug, thiserror::Error)]
+#[error("source `{source_name}`, {location}: {message}")]
+pub struct SourceError {
+    /// Source name.
+    pub source_name: String,
+    /// File, partition...
+    pub location: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// How a partition stands after a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// More input is available now.
+    More,
+    /// Nothing now; ask again after this long.
+    Waiting(Duration),
+    /// The partition has ended.
+    Done,
+}
+
+/// Collects what a reader read: records stamped with the partition watermark, and bad input.
+pub struct Emitter<'a> {
+    watermark: &'a mut PartitionWatermark,
+    events: &'a mut Vec<Event>,
+    bad: &'a mut Vec<BadInput>,
+}
+
+/// Input that could not be decoded.
+#[derive(Debug)]
+pub struct BadInput {
+    /// Byte offset, message offset or event index.
+    pub offset: i64,
+    /// What was wrong.
+    pub error: String,
+    /// The raw input.
+    pub raw: Vec<u8>,
+    /// The partition watermark when it was read.
+    pub wm: i64,
+}
+
+impl Emitter<'_> {
+    /// Emits a record with event time `ts`.
+    #[inline]
+    pub fn record(&mut self, ts: i64, row: Row) {
+        let wm = self.watermark.current();
+        self.watermark.observe(ts);
+        self.events.push(Event::new(ts, wm, row));
+    }
+
+    /// Emits input that could not be decoded.
+    pub fn bad(&mut self, offset: i64, error: String, raw: &[u8]) {
+        let wm = self.watermark.current();
+        self.bad.push(BadInput {
+            offset,
+            error,
+            raw: raw.to_vec(),
+            wm,
+        });
+    }
+}
+
+/// One partition of a source, read on one worker.
+pub trait PartitionReader {
+    /// Where this partition reads from (file and byte range, partition number).
+    fn location(&self) -> &str;
+    /// Reads up to about `max` records into `out`.
+    fn read(&mut self, max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String>;
+}
+
+/// Source settings shared by every kind of source.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Source name (operator name, dead-letter `source` column).
+    pub name: String,
+    /// Processing time per epoch.
+    pub tick: Duration,
+    /// Allowed disorder within a partition, ms.
+    pub max_out_of_orderness: i64,
+    /// A partition without input for this long stops holding the watermark back.
+    pub idle_timeout: Option<Duration>,
+    /// Bad input handling.
+    pub on_error: OnError,
+    /// Unfinished epochs downstream before the source pauses.
+    pub max_inflight_epochs: u64,
+}
+
+/// The streams of one source.
+pub struct SourceStreams<'scope> {
+    /// Decoded records.
+    pub events: StreamVec<'scope, Epoch, Event>,
+    /// `<source>.dead_letter`: input that could not be decoded.
+    pub dead_letters: StreamVec<'scope, Epoch, Event>,
+    /// The source's global watermark, identical on every worker.
+    pub watermarks: StreamVec<'scope, Epoch, i64>,
+}
+
+struct Partition {
+    reader: Box<dyn PartitionReader>,
+    watermark: PartitionWatermark,
+    done: bool,
+    waiting_until: Option<Instant>,
+    last_input: Instant,
+}
+
+/// Records read per activation before yielding to the rest of the dataflow.
+const BATCH: usize = 4096;
+/// Time spent reading per activation before yielding.
+const SLICE: Duration = Duration::from_millis(2);
+
+/// Builds the source operator over this worker's `readers`.
+///
+/// `progress`, when given, is probed for backpressure: the operator pauses while the probe is
+/// more than `max_inflight_epochs` behind its epoch.
+pub fn source<'scope>(
+    scope: Scope<'scope, Epoch>,
+    config: SourceConfig,
+    readers: Vec<Box<dyn PartitionReader>>,
+    progress: Option<ProbeHandle<Epoch>>,
+    stats: Arc<JobStats>,
+    failures: Failures,
+) -> SourceStreams<'scope> {
+    let worker = scope.index() as u32;
+    let mut builder = OperatorBuilder::new(format!("source.{}", config.name), scope);
+    let info = builder.operator_info();
+    let activator = scope.activator_for(info.address);
+    let (events_out, events) = builder.new_output();
+    let (dead_out, dead_letters) = builder.new_output();
+    let (wm_out, local_watermarks) = builder.new_output();
+    let mut events_out: OutputBuilder<_, CapacityContainerBuilder<Vec<Event>>> =
+        OutputBuilder::from(events_out);
+    let mut dead_out: OutputBuilder<_, CapacityContainerBuilder<Vec<Event>>> =
+        OutputBuilder::from(dead_out);
+    let mut wm_out: OutputBuilder<_, CapacityContainerBuilder<Vec<LocalWatermark>>> =
+        OutputBuilder::from(wm_out);
+
+    let watermark_name = format!("watermark.{}", config.name);
+    let start = Instant::now();
+    let mut partitions: Vec<Partition> = readers
+        .into_iter()
+        .map(|reader| Partition {
+            reader,
+            watermark: PartitionWatermark::new(config.max_out_of_orderness),
+            done: false,
+            waiting_until: None,
+            last_input: start,
+        })
+        .collect();
+
+    builder.build(move |initial| {
+        let mut caps: Option<Vec<Capability<Epoch>>> = Some(initial);
+        let mut epoch: Epoch = 0;
+        let mut epoch_started = Instant::now();
+        let mut reported = i64::MIN;
+        let mut reported_idle = false;
+        let mut events_buf: Vec<Event> = Vec::with_capacity(BATCH);
+        let mut bad_buf: Vec<BadInput> = Vec::new();
+        let mut next = 0usize;
+
+        move |_frontiers| {
+            let Some(held) = caps.as_mut() else { return };
+            let now = Instant::now();
+            let behind = progress.as_ref().is_some_and(|p| {
+                p.less_than(&epoch.saturating_sub(config.max_inflight_epochs))
+            });
+            let mut failed = false;
+            if !behind {
+                let mut read = 0usize;
+                let mut visited = 0;
+                while read < BATCH && visited < partitions.len() && now.elapsed() < SLICE {
+                    let index = next % partitions.len();
+                    next += 1;
+                    visited += 1;
+                    let p = &mut partitions[index];
+                    if p.done || p.waiting_until.is_some_and(|t| t > now) {
+                        continue;
+                    }
+                    let mut emitter = Emitter {
+                        watermark: &mut p.watermark,
+                        events: &mut events_buf,
+                        bad: &mut bad_buf,
+                    };
+                    let status = p.reader.read(BATCH - read, &mut emitter);
+                    let got = events_buf.len() + bad_buf.len();
+                    if got > 0 {
+                        p.last_input = now;
+                        visited = 0;
+                    }
+                    read += got;
+                    match status {
+                        Ok(ReadStatus::More) => p.waiting_until = None,
+                        Ok(ReadStatus::Waiting(d)) => p.waiting_until = Some(now + d),
+                        Ok(ReadStatus::Done) => p.done = true,
+                        Err(message) => {
+                            failures.report(SourceError {
+                                source_name: config.name.clone(),
+                                location: p.reader.location().to_string(),
+                                message,
+                            }.to_string());
+                            failed = true;
+                        }
+                    }
+                    stats.add_in(got as u64);
+                    if !events_buf.is_empty() {
+                        events_out.activate().session(&held[0]).give_iterator(events_buf.drain(..));
+                    }
+                    if !bad_buf.is_empty() {
+                        let location = p.reader.location().to_string();
+                        match config.on_error {
+                            OnError::DeadLetter => {
+                                stats.add_dead_letters(bad_buf.len() as u64);
+                                let mut out = dead_out.activate();
+                                let mut session = out.session(&held[1]);
+                                for bad in bad_buf.drain(..) {
+                                    session.give(dead_letter_event(&config.name, &location, bad.offset, &bad.error, &bad.raw, bad.wm));
+                                }
+                            }
+                            OnError::Skip => {
+                                stats.add_dead_letters(bad_buf.len() as u64);
+                                bad_buf.clear();
+                            }
+                            OnError::Fail => {
+                                let bad = &bad_buf[0];
+                                failures.report(format!(
+                                    "source `{}`, {location} at offset {}: {} (on_error: fail); input: {}",
+                                    config.name,
+                                    bad.offset,
+                                    bad.error,
+                                    String::from_utf8_lossy(&bad.raw[..bad.raw.len().min(200)])
+                                ));
+                                bad_buf.clear();
+                                failed = true;
+                            }
+                        }
+                    }
+                    if failed {
+                        break;
+                    }
+                }
+            }
+            if failed {
+                // Stop without the end-of-stream watermark: windows are not flushed.
+                caps = None;
+                return;
+            }
+
+            // The local watermark: minimum over live partitions that are not idle.
+            let live: Vec<&Partition> = partitions.iter().filter(|p| !p.done).collect();
+            let active: Vec<&&Partition> = live
+                .iter()
+                .filter(|p| config.idle_timeout.is_none_or(|t| now.duration_since(p.last_input) < t))
+                .collect();
+            let (local, idle) = if live.is_empty() {
+                (WATERMARK_END, false)
+            } else if active.is_empty() {
+                (reported, true)
+            } else {
+                (active.iter().map(|p| p.watermark.current()).min().unwrap_or(WATERMARK_END), false)
+            };
+            if local > reported || idle != reported_idle {
+                reported = reported.max(local);
+                reported_idle = idle;
+                let report = LocalWatermark { worker, watermark: reported, idle };
+                wm_out.activate().session(&held[2]).give(report);
+            }
+            if live.is_empty() {
+                caps = None;
+                return;
+            }
+            if now.duration_since(epoch_started) >= config.tick {
+                epoch += 1;
+                epoch_started = now;
+                for cap in held.iter_mut() {
+                    cap.downgrade(&epoch);
+                }
+            }
+            let until_tick = config.tick.saturating_sub(now.duration_since(epoch_started));
+            let now = Instant::now();
+            let mut ready = false;
+            let mut wake: Option<Duration> = None;
+            for p in partitions.iter().filter(|p| !p.done) {
+                match p.waiting_until {
+                    Some(t) if t > now => wake = Some(wake.map_or(t - now, |w| w.min(t - now))),
+                    _ => ready = true,
+                }
+            }
+            if ready && !behind {
+                activator.activate();
+            } else {
+                let pause = if behind { Duration::from_millis(1) } else { wake.unwrap_or(until_tick) };
+                activator.activate_after(pause.min(until_tick).max(Duration::from_micros(100)));
+            }
+        }
+    });
+
+    let watermarks = local_watermarks.global_watermark(&watermark_name);
+    SourceStreams {
+        events,
+        dead_letters,
+        watermarks,
+    }
+}
