@@ -147,7 +147,7 @@ impl WindowState {
             }
             let end = *entry.key();
             let mut keys: Vec<(Row, Vec<Acc>)> = entry.remove().into_iter().collect();
-            keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            keys.sort_unstable_by(|a, b| a.0.cmp_values(&b.0));
             out.extend(keys.into_iter().map(|(key, accs)| ClosedWindow {
                 key,
                 start: end - size,
@@ -155,6 +155,7 @@ impl WindowState {
                 accs,
             }));
         }
+        let first_session = out.len();
         while let Some((end, _)) = self.timers.first() {
             if *end > until {
                 break;
@@ -179,6 +180,9 @@ impl WindowState {
                 accs: session.accs,
             });
         }
+        // Timers order sessions by (end, key bytes); emit them by key value like fixed windows.
+        out[first_session..]
+            .sort_by(|a, b| a.end.cmp(&b.end).then_with(|| a.key.cmp_values(&b.key)));
     }
 
     fn group_of(&self, key: &Row) -> KeyGroup {
@@ -248,5 +252,82 @@ impl KeyedState for WindowState {
             keys: fixed + self.sessions.len(),
             entries: fixed + sessions,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_engine::data::{DataType, Field, Schema, Value};
+
+    use super::*;
+
+    fn state(kind: WindowKind) -> WindowState {
+        let schema = Schema::new(vec![Field::new("k", DataType::String)]).unwrap();
+        let aggs = Aggregates::compile([("n", "count(*)")], &schema).unwrap();
+        WindowState::new("w", kind, Arc::new(aggs), KeyGroups::new(4))
+    }
+
+    fn key(s: &str) -> Row {
+        Row::from_values(&[Value::Str(s.into())])
+    }
+
+    #[test]
+    fn windows_close_in_end_then_key_value_order() {
+        for kind in [
+            WindowKind::Tumbling { size: 10 },
+            WindowKind::Session { gap: 5 },
+        ] {
+            let mut st = state(kind);
+            for (k, ts) in [
+                ("b", 12),
+                ("a10", 3),
+                ("a9", 14),
+                ("a9", 1),
+                ("c", 0),
+                ("", 11),
+            ] {
+                let row = key(k);
+                match kind {
+                    WindowKind::Session { .. } => st.insert_session(row.as_bytes(), ts, &row),
+                    _ => {
+                        st.insert_fixed(row.as_bytes(), ts, &row, |_| true);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            st.close_until(i64::MAX, &mut out);
+            let order: Vec<(i64, String)> = out
+                .iter()
+                .map(|w| (w.end, w.key.get_str(0).unwrap().to_string()))
+                .collect();
+            let mut expected = order.clone();
+            expected.sort();
+            assert_eq!(order, expected, "{kind:?}");
+            assert_eq!(
+                st.stats().entries,
+                0,
+                "{kind:?}: nothing left after closing everything"
+            );
+        }
+    }
+
+    #[test]
+    fn sessions_merge_when_a_record_bridges_them() {
+        let mut st = state(WindowKind::Session { gap: 10 });
+        let k = key("k");
+        for ts in [0, 30, 15] {
+            st.insert_session(k.as_bytes(), ts, &k);
+        }
+        assert_eq!(st.stats().entries, 3, "[0,10), [15,25), [30,40)");
+        st.insert_session(k.as_bytes(), 8, &k);
+        assert_eq!(st.stats().entries, 2, "8 bridges [0,10) and [15,25)");
+        st.insert_session(k.as_bytes(), 22, &k);
+        assert_eq!(st.stats().entries, 1, "22 bridges [0,25) and [30,40)");
+        let mut out = Vec::new();
+        st.close_until(39, &mut out);
+        assert!(out.is_empty(), "the merged session ends at 40");
+        st.close_until(40, &mut out);
+        assert_eq!((out[0].start, out[0].end), (0, 40));
+        assert_eq!(out[0].accs, vec![crate::aggregate::Acc::Count(5)]);
     }
 }
