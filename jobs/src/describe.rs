@@ -146,7 +146,7 @@ impl fmt::Display for Plan {
             let what = match &s.op {
                 SinkOp::File { path, .. } => format!("file {}", path.display()),
                 SinkOp::Stdout { .. } => "stdout".to_string(),
-                SinkOp::Null => "null (counted, dropped)".to_string(),
+                SinkOp::Null => "blackhole (counted, dropped)".to_string(),
             };
             writeln!(f, "  {:<20} ← {}: {what}", s.name, s.input)?;
         }

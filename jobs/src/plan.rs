@@ -874,7 +874,7 @@ fn plan_sink(
                 return None;
             }
         },
-        "stdout" | "null" | "blackhole" => {
+        "stdout" | "blackhole" => {
             if s.path.is_some() {
                 errors.push(SpecError::new(
                     format!("{path}.path"),
@@ -890,7 +890,7 @@ fn plan_sink(
         other => {
             errors.push(SpecError::new(
                 format!("{path}.kind"),
-                format!("unknown sink kind `{other}`: expected file, stdout or null"),
+                format!("unknown sink kind `{other}`: expected file, stdout or blackhole"),
             ));
             return None;
         }

@@ -266,7 +266,7 @@ pub struct StepSpec {
 pub struct SinkSpec {
     /// The stream written.
     pub from: String,
-    /// `file`, `stdout` or `null`.
+    /// `file`, `stdout` or `blackhole` (counted and dropped).
     pub kind: String,
     /// file: output path.
     #[serde(default)]

@@ -481,7 +481,7 @@ mod tests {
     #[test]
     fn value_order_is_readable_order() {
         let row = |s: &str, n: i64| Row::from_values(&[Value::Str(s.into()), Value::Int(n)]);
-        let mut rows = vec![
+        let mut rows = [
             row("k5", 1),
             row("k10", 3),
             row("k0", 2),

@@ -1,0 +1,305 @@
+//! Spec validation: each kind of mistake is reported with the path where it is and what was
+//! expected, before anything runs.
+
+use weir_jobs::{load_spec, SpecError};
+
+const SOURCE: &str = r#"
+  pay:
+    kind: file
+    path: /tmp/payments.jsonl
+    schema: { user_id: string, amount: float, status: string, ts: timestamp }
+    event_time: { field: ts }"#;
+
+fn errors(yaml: &str) -> Vec<SpecError> {
+    match load_spec(yaml, &[]) {
+        Ok(_) => panic!("expected errors for:\n{yaml}"),
+        Err(e) => e.0,
+    }
+}
+
+/// Asserts that some error is at `path` and mentions `fragment`.
+fn assert_error(yaml: &str, path: &str, fragment: &str) {
+    let errors = errors(yaml);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == path && e.message.contains(fragment)),
+        "no error at `{path}` mentioning `{fragment}`; got:\n{}",
+        errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+fn job(steps: &str, sinks: &str) -> String {
+    format!("name: t\nsources:{SOURCE}\nsteps:\n{steps}\nsinks:\n{sinks}\n")
+}
+
+const SINK: &str = "  out: { from: pay, kind: stdout }";
+
+#[test]
+fn a_valid_spec_plans() {
+    let plan = load_spec(
+        &job(
+            "  big: { from: pay, filter: \"amount > 10\" }",
+            "  out: { from: big, kind: blackhole }",
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(plan.steps.len(), 1);
+}
+
+#[test]
+fn unknown_stream_reference() {
+    assert_error(
+        &job("  a: { from: paymnts, filter: \"true\" }", SINK),
+        "steps.a.from",
+        "unknown stream `paymnts` (known: pay, pay.dead_letter, a)",
+    );
+    assert_error(
+        &job(
+            "  a: { from: pay, filter: \"true\" }",
+            "  out: { from: nope, kind: stdout }",
+        ),
+        "sinks.out.from",
+        "unknown stream `nope`",
+    );
+}
+
+#[test]
+fn late_output_of_a_step_that_has_none() {
+    assert_error(
+        &job(
+            "  a: { from: pay, filter: \"true\" }\n  b: { from: a.late, filter: \"true\" }",
+            SINK,
+        ),
+        "steps.b.from",
+        "only window steps do",
+    );
+}
+
+#[test]
+fn cycles_between_steps() {
+    let e = errors(&job("  a: { from: c, filter: \"true\" }\n  b: { from: a, filter: \"true\" }\n  c: { from: b, filter: \"true\" }", SINK));
+    assert!(
+        e.iter()
+            .any(|e| e.path == "steps.a.from" && e.message.contains("cycle: a → c → b → a")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_columns_in_expressions_keys_and_aggregates() {
+    assert_error(
+        &job("  a: { from: pay, filter: \"stauts = 'FAILED'\" }", SINK),
+        "steps.a.filter",
+        "unknown column `stauts`",
+    );
+    assert_error(
+        &job(
+            "  a: { from: pay, project: { x: \"amount * rate\" } }",
+            SINK,
+        ),
+        "steps.a.project.x",
+        "unknown column `rate`",
+    );
+    assert_error(&job("  w: { from: pay, key: usr, window: { kind: tumbling, size: 1m }, aggregates: { n: \"count(*)\" } }", SINK), "steps.w.key", "unknown column `usr`");
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: tumbling, size: 1m }, aggregates: { s: \"sum(amout)\" } }", SINK), "steps.w.aggregates.s", "unknown column `amout`");
+}
+
+#[test]
+fn type_errors_in_expressions() {
+    assert_error(
+        &job("  a: { from: pay, filter: \"status > 5\" }", SINK),
+        "steps.a.filter",
+        "cannot compare string with int",
+    );
+    assert_error(
+        &job("  a: { from: pay, filter: \"amount * 2\" }", SINK),
+        "steps.a.filter",
+        "is a float, expected a boolean condition",
+    );
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: tumbling, size: 1m }, aggregates: { s: \"sum(status)\" } }", SINK), "steps.w.aggregates.s", "sum needs an int or float argument, got string");
+    assert_error(
+        &job("  a: { from: pay, filter: \"status = \" }", SINK),
+        "steps.a.filter",
+        "cannot parse",
+    );
+}
+
+#[test]
+fn bad_durations() {
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: tumbling, size: 10 parsecs }, aggregates: { n: \"count(*)\" } }", SINK), "steps.w.window.size", "invalid duration `10 parsecs`");
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: tumbling, size: 10 }, aggregates: { n: \"count(*)\" } }", SINK), "steps.w.window.size", "give a unit, like 10s");
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: tumbling, size: 0s }, aggregates: { n: \"count(*)\" } }", SINK), "steps.w.window.size", "must be longer than 0");
+    assert_error(
+        &format!("name: t\ntick: soon\nsources:{SOURCE}\nsinks:\n{SINK}\n"),
+        "tick",
+        "invalid duration `soon`",
+    );
+}
+
+#[test]
+fn window_shapes() {
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: sliding, size: 1m, slide: 5m }, aggregates: { n: \"count(*)\" } }", SINK), "steps.w.window.slide", "longer than the window");
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: sliding, size: 1m }, aggregates: { n: \"count(*)\" } }", SINK), "steps.w.window.slide", "required for sliding windows");
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: session, size: 1m }, aggregates: { n: \"count(*)\" } }", SINK), "steps.w.window.size", "not a field of a session window");
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: rolling, size: 1m }, aggregates: { n: \"count(*)\" } }", SINK), "steps.w.window.kind", "unknown window kind `rolling`");
+    assert_error(
+        &job(
+            "  w: { from: pay, key: user_id, window: { kind: tumbling, size: 1m } }",
+            SINK,
+        ),
+        "steps.w.aggregates",
+        "required",
+    );
+    assert_error(&job("  w: { from: pay, key: user_id, window: { kind: tumbling, size: 1m }, aggregates: { user_id: \"count(*)\" } }", SINK), "steps.w.aggregates", "column `user_id` appears twice");
+}
+
+#[test]
+fn unknown_and_misplaced_fields() {
+    assert_error(
+        &job("  a: { from: pay, filtr: \"true\" }", SINK),
+        "steps.a.filtr",
+        "unknown field `filtr`, expected one of `from`, `filter`",
+    );
+    assert_error(
+        &job("  a: { from: pay }", SINK),
+        "steps.a",
+        "needs `filter`, `project`, or `window`",
+    );
+    assert_error(
+        &job("  a: { from: pay, filter: \"true\", key: user_id }", SINK),
+        "steps.a.key",
+        "only window steps",
+    );
+    assert_error(
+        &format!("name: t\nsources:{SOURCE}\n    stream: payments\nsinks:\n{SINK}\n"),
+        "sources.pay.stream",
+        "not a field of a `file` source",
+    );
+    assert_error(
+        &format!("name: t\nparalelism: 2\nsources:{SOURCE}\nsinks:\n{SINK}\n"),
+        "paralelism",
+        "unknown field `paralelism`",
+    );
+}
+
+#[test]
+fn wrong_value_types_and_kinds() {
+    assert_error(
+        &format!("name: t\nparallelism: two\nsources:{SOURCE}\nsinks:\n{SINK}\n"),
+        "parallelism",
+        "invalid type",
+    );
+    assert_error(
+        "name: t\nsources:\n  s: { kind: kafak }\nsinks:\n  o: { from: s, kind: stdout }\n",
+        "sources.s.kind",
+        "unknown source kind `kafak`",
+    );
+    assert_error("name: t\nsources:\n  s: { kind: generator, stream: trades }\nsinks:\n  o: { from: s, kind: stdout }\n", "sources.s.stream", "unknown stream `trades`");
+    assert_error("name: t\nsources:\n  s: { kind: generator, stream: iot, malformed: 2 }\nsinks:\n  o: { from: s, kind: stdout }\n", "sources.s.malformed", "not a fraction");
+    assert_error(
+        &job(
+            "  a: { from: pay, filter: \"true\" }",
+            "  o: { from: a, kind: s3 }",
+        ),
+        "sinks.o.kind",
+        "unknown sink kind `s3`",
+    );
+    assert_error(
+        &job(
+            "  a: { from: pay, filter: \"true\" }",
+            "  o: { from: a, kind: file }",
+        ),
+        "sinks.o.path",
+        "required for file sinks",
+    );
+}
+
+#[test]
+fn file_source_schema_and_event_time() {
+    let src = |schema: &str, time: &str| {
+        format!("name: t\nsources:\n  s: {{ kind: file, path: x, schema: {schema}, event_time: {time} }}\nsinks:\n  o: {{ from: s, kind: stdout }}\n")
+    };
+    assert_error(
+        &src("{ a: decimal, ts: timestamp }", "{ field: ts }"),
+        "sources.s.schema.a",
+        "unknown type `decimal`",
+    );
+    assert_error(
+        &src("{ a: string, ts: timestamp }", "{ field: time }"),
+        "sources.s.event_time.field",
+        "`time` is not a column",
+    );
+    assert_error(
+        &src("{ a: string, ts: string }", "{ field: ts }"),
+        "sources.s.event_time.field",
+        "expected timestamp or int",
+    );
+    assert_error(
+        &src(
+            "{ a: string, ts: timestamp }",
+            "{ max_out_of_orderness: 1s }",
+        ),
+        "sources.s.event_time.field",
+        "required",
+    );
+    assert_error(
+        "name: t\nsources:\n  s: { kind: file, path: x }\nsinks:\n  o: { from: s, kind: stdout }\n",
+        "sources.s.schema",
+        "required",
+    );
+}
+
+#[test]
+fn names_and_checkpoint_section() {
+    assert_error(
+        &job("  bad.name: { from: pay, filter: \"true\" }", SINK),
+        "steps.bad.name",
+        "dots are reserved",
+    );
+    assert_error(
+        &job("  pay: { from: pay, filter: \"true\" }", SINK),
+        "steps.pay",
+        "already the name of a source",
+    );
+    assert_error(&format!("name: t\ncheckpoint: {{ interval: 10s, store: /var/lib/weir }}\nsources:{SOURCE}\nsinks:\n{SINK}\n"), "checkpoint.store", "not a store URL");
+}
+
+#[test]
+fn not_a_document() {
+    assert_error("name: [unclosed", "", "not a valid YAML/JSON document");
+    assert_error("- just\n- a list\n", "", "a job spec is a mapping");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = errors(&job(
+        "  a: { from: nope, filter: \"true\" }\n  b: { from: pay, filter: \"x = 1\" }\n  w: { from: pay, key: user_id, window: { kind: tumbling, size: 1m }, aggregates: { n: \"count(nothing)\" } }",
+        SINK,
+    ));
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["steps.a.from", "steps.b.filter", "steps.w.aggregates.n"]
+    );
+}
+
+#[test]
+fn set_overrides_are_applied_before_validation() {
+    let spec = job("  a: { from: pay, filter: \"true\" }", SINK);
+    let plan = load_spec(
+        &spec,
+        &["parallelism=3".into(), "steps.a.filter=amount > 5".into()],
+    )
+    .unwrap();
+    assert_eq!(plan.parallelism, 3);
+    let e = load_spec(&spec, &["steps.a.filter=amount >".into()]).unwrap_err();
+    assert_eq!(e.0[0].path, "steps.a.filter");
+    let e = load_spec(&spec, &["parallelism".into()]).unwrap_err();
+    assert!(e.0[0].message.contains("not path=value"));
+}
