@@ -1,3 +1,258 @@
-//! Throughput harness (see benches/RESULTS.md).
+//! Throughput harness: events/s and events per CPU-second (user + sys) of whole jobs, and the
+//! JSON decoders weir could use. Figures go to `benches/RESULTS.md`.
+//!
+//! ```text
+//! cargo run --release -p weir-benches -- all
+//! cargo run --release -p weir-benches -- generator --events 20000000 --workers 1,2
+//! cargo run --release -p weir-benches -- file --events 1000000
+//! cargo run --release -p weir-benches -- decode
+//! ```
 
-fn main() {}
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use weir_engine::data::{JsonDecoder, Row, RowBuilder, SchemaRef, Value};
+use weir_engine::stats::JobStats;
+use weir_jobs::run::{run, RunOptions};
+use weir_operators::source::generator::{write_jsonl, GeneratorConfig, StreamKind};
+
+/// CPU time (user + sys, all threads) of this process so far, from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat (Linux)");
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+struct Measurement {
+    scenario: String,
+    workers: usize,
+    events: u64,
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Measurement {
+    fn print_header() {
+        println!(
+            "{:<46} {:>7} {:>11} {:>8} {:>12} {:>8} {:>14}",
+            "scenario", "workers", "events", "wall s", "events/s", "cpu s", "events/cpu-s"
+        );
+    }
+    fn print(&self) {
+        let wall = self.wall.as_secs_f64();
+        let cpu = self.cpu.as_secs_f64();
+        println!(
+            "{:<46} {:>7} {:>11} {:>8.2} {:>12.0} {:>8.2} {:>14.0}",
+            self.scenario,
+            self.workers,
+            self.events,
+            wall,
+            self.events as f64 / wall,
+            cpu,
+            self.events as f64 / cpu
+        );
+    }
+}
+
+/// Runs a spec in this process and measures it.
+fn measure(scenario: &str, spec: &str, workers: usize) -> Result<Measurement> {
+    let plan = weir_jobs::load_spec(spec, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let stats = Arc::new(JobStats::default());
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    let summary = run(Arc::new(plan), RunOptions::local(workers), stats)?;
+    let m = Measurement {
+        scenario: scenario.to_string(),
+        workers,
+        events: summary.stats.records_in,
+        wall: t0.elapsed(),
+        cpu: cpu_time() - cpu0,
+    };
+    m.print();
+    Ok(m)
+}
+
+fn generator_spec(events: u64) -> String {
+    format!(
+        r#"
+name: bench-generator
+sources:
+  payments: {{ kind: generator, stream: payments, events: {events}, partitions: 8, seed: 1, event_time: {{ max_out_of_orderness: 1s }} }}
+steps:
+  per_user_minute: {{ from: payments, key: user_id, window: {{ kind: tumbling, size: 1m }}, aggregates: {{ n: "count(*)", total: "sum(amount)" }} }}
+sinks:
+  out: {{ from: per_user_minute, kind: blackhole }}
+"#
+    )
+}
+
+fn file_spec(input: &Path, output: &Path) -> String {
+    format!(
+        r#"
+name: bench-file
+sources:
+  payments:
+    kind: file
+    path: "{}"
+    schema: {{ payment_id: string, user_id: string, amount: float, currency: string, status: string, merchant: string, ts: timestamp }}
+    event_time: {{ field: ts, max_out_of_orderness: 1s }}
+steps:
+  per_user_minute: {{ from: payments, key: user_id, window: {{ kind: tumbling, size: 1m }}, aggregates: {{ n: "count(*)", total: "sum(amount)" }} }}
+sinks:
+  out: {{ from: per_user_minute, kind: file, path: "{}" }}
+"#,
+        input.display(),
+        output.display()
+    )
+}
+
+/// The benchmark input: `events` payments as JSON lines, generated once and reused.
+fn payments_file(events: u64) -> Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("payments-{events}.jsonl"));
+    if !path.exists() {
+        let tmp = path.with_extension("tmp");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let config = GeneratorConfig::new(StreamKind::Payments, Some(events), 42);
+        write_jsonl(&config, &mut out, |_| {})?;
+        std::io::Write::flush(&mut out)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}
+
+/// Decoding throughput of the candidate JSON decoders on the payments lines.
+fn decode(events: u64) -> Result<()> {
+    let path = payments_file(events)?;
+    let text = std::fs::read(&path)?;
+    let lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let schema: SchemaRef = StreamKind::Payments.schema();
+    println!(
+        "{:<46} {:>12} {:>10}",
+        "decoder (payments lines → rows)", "lines/s", "MB/s"
+    );
+    let report = |name: &str, run: &mut dyn FnMut() -> usize| {
+        let t0 = Instant::now();
+        let n = run();
+        let s = t0.elapsed().as_secs_f64();
+        println!(
+            "{name:<46} {:>12.0} {:>10.0}",
+            n as f64 / s,
+            text.len() as f64 / s / 1e6
+        );
+    };
+    let mut decoder = JsonDecoder::new(schema.clone());
+    report("serde_json, streaming into the row (weir)", &mut || {
+        lines.iter().filter(|l| decoder.decode(l).is_ok()).count()
+    });
+    let mut decoder = JsonDecoder::new(schema.clone());
+    report("sonic-rs, streaming into the row", &mut || {
+        lines
+            .iter()
+            .filter(|l| {
+                let mut de = sonic_rs::Deserializer::from_slice(l);
+                decoder.decode_from(&mut de).is_ok()
+            })
+            .count()
+    });
+    let mut builder = RowBuilder::new(schema.len());
+    report("serde_json::Value tree, then the row", &mut || {
+        let mut ok = 0;
+        for l in &lines {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(l) else {
+                continue;
+            };
+            for (i, f) in schema.fields().iter().enumerate() {
+                match &v[&f.name] {
+                    serde_json::Value::String(s) => builder.set_str(i, s),
+                    serde_json::Value::Number(n) => builder.set_float(i, n.as_f64().unwrap_or(0.0)),
+                    _ => builder.set_null(i),
+                }
+            }
+            let row: Row = builder.finish();
+            ok += (row.get(0) != Value::Null) as usize;
+        }
+        ok
+    });
+    Ok(())
+}
+
+fn parse_workers(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|w| w.trim().parse().context("--workers takes a list like 1,2"))
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args.first().map(String::as_str).unwrap_or("all");
+    let mut events: Option<u64> = None;
+    let mut workers = vec![1, 2];
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--events" => events = Some(args.get(i + 1).context("--events N")?.parse()?),
+            "--workers" => workers = parse_workers(args.get(i + 1).context("--workers 1,2")?)?,
+            other => bail!("unknown argument `{other}`"),
+        }
+        i += 2;
+    }
+    if what == "all" || what == "decode" {
+        decode(events.unwrap_or(1_000_000))?;
+        println!();
+    }
+    if what == "all" || what == "generator" || what == "file" {
+        Measurement::print_header();
+    }
+    if what == "all" || what == "generator" {
+        let n = events.unwrap_or(10_000_000);
+        for &w in &workers {
+            measure("generator → tumbling 1m → blackhole", &generator_spec(n), w)?;
+        }
+    }
+    if what == "all" || what == "file" {
+        let n = events.unwrap_or(1_000_000);
+        let input = payments_file(n)?;
+        let out = tempfile_dir()?;
+        for &w in &workers {
+            measure(
+                &format!("{n}-line payments JSONL → tumbling 1m → file"),
+                &file_spec(&input, &out.join("out.jsonl")),
+                w,
+            )?;
+        }
+        std::fs::remove_dir_all(&out).ok();
+    }
+    if !["all", "decode", "generator", "file"].contains(&what) {
+        bail!("unknown benchmark `{what}`: expected all, decode, generator or file");
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

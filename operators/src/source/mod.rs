@@ -82,7 +82,20 @@ pub struct BadInput {
     pub wm: i64,
 }
 
-impl Emitter<'_> {
+impl<'a> Emitter<'a> {
+    /// An emitter stamping records with `watermark` into `events`, bad input into `bad`.
+    pub fn new(
+        watermark: &'a mut PartitionWatermark,
+        events: &'a mut Vec<Event>,
+        bad: &'a mut Vec<BadInput>,
+    ) -> Self {
+        Emitter {
+            watermark,
+            events,
+            bad,
+        }
+    }
+
     /// Emits a record with event time `ts`.
     #[inline]
     pub fn record(&mut self, ts: i64, row: Row) {

@@ -1,0 +1,189 @@
+//! The source operator: epochs, watermarks from partitions, idle partitions, end of input.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::ProbeHandle;
+use weir_engine::data::{Row, Value};
+use weir_engine::event::{Epoch, WATERMARK_END};
+use weir_engine::failure::Failures;
+use weir_operators::source::generator::{GeneratorConfig, GeneratorReader, Pools, StreamKind};
+use weir_operators::source::{source, Emitter, OnError, PartitionReader, ReadStatus, SourceConfig};
+
+/// Emits event times `0, 10, 20, ...` up to `count` records (one per `pace`, when set), then
+/// either ends or waits — an idle partition — until `then_idle_until`.
+struct Scripted {
+    next: i64,
+    count: i64,
+    pace: Option<Duration>,
+    last: Option<Instant>,
+    then_idle_until: Option<Instant>,
+}
+
+fn scripted(
+    count: i64,
+    pace: Option<u64>,
+    idle_until: Option<Instant>,
+) -> Box<dyn PartitionReader> {
+    Box::new(Scripted {
+        next: 0,
+        count,
+        pace: pace.map(Duration::from_millis),
+        last: None,
+        then_idle_until: idle_until,
+    })
+}
+
+impl PartitionReader for Scripted {
+    fn location(&self) -> &str {
+        "scripted"
+    }
+    fn read(&mut self, max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String> {
+        for _ in 0..max {
+            if self.next >= self.count {
+                break;
+            }
+            if let (Some(pace), Some(last)) = (self.pace, self.last) {
+                if last.elapsed() < pace {
+                    return Ok(ReadStatus::Waiting(pace.saturating_sub(last.elapsed())));
+                }
+            }
+            self.last = Some(Instant::now());
+            out.record(self.next * 10, Row::from_values(&[Value::Int(self.next)]));
+            self.next += 1;
+        }
+        if self.next < self.count {
+            return Ok(ReadStatus::More);
+        }
+        match self.then_idle_until {
+            Some(t) if Instant::now() < t => Ok(ReadStatus::Waiting(Duration::from_millis(5))),
+            _ => Ok(ReadStatus::Done),
+        }
+    }
+}
+
+/// Runs one source over `readers` on one worker; returns the watermarks seen with the time
+/// each was seen.
+fn watermarks(
+    readers: impl Fn() -> Vec<Box<dyn PartitionReader>> + Send + Sync + 'static,
+    idle_timeout: Option<Duration>,
+) -> Vec<(Duration, i64)> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    timely::execute(timely::Config::thread(), move |worker| {
+        let probe = ProbeHandle::new();
+        let start = Instant::now();
+        let readers = readers();
+        let sink = sink.clone();
+        worker.dataflow::<Epoch, _, _>(|scope| {
+            let config = SourceConfig {
+                name: "s".into(),
+                tick: Duration::from_millis(10),
+                max_out_of_orderness: 5,
+                idle_timeout,
+                on_error: OnError::DeadLetter,
+                max_inflight_epochs: 8,
+            };
+            let out = source(
+                scope,
+                config,
+                readers,
+                None,
+                Default::default(),
+                Failures::new(),
+            );
+            out.watermarks
+                .inspect(move |wm| sink.lock().unwrap().push((start.elapsed(), *wm)))
+                .probe_with(&probe);
+        });
+        worker.step_while(|| !probe.done());
+    })
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    seen
+}
+
+#[test]
+fn the_watermark_waits_for_the_slowest_partition_then_reaches_the_end() {
+    let until = Instant::now() + Duration::from_millis(300);
+    let seen = watermarks(
+        move || vec![scripted(100, None, None), scripted(10, None, Some(until))],
+        None,
+    );
+    let values: Vec<i64> = seen.iter().map(|(_, w)| *w).collect();
+    assert_eq!(values.last(), Some(&WATERMARK_END));
+    // While the short partition waits, it holds the watermark at its own: 90 - 5.
+    assert!(values.contains(&85), "{values:?}");
+    assert!(
+        values.windows(2).all(|w| w[0] < w[1]),
+        "watermarks only advance: {values:?}"
+    );
+}
+
+#[test]
+fn an_idle_partition_stops_holding_the_watermark_back() {
+    // Partition 0 produces one record every 15 ms for 600 ms; partition 1 produces 10 records
+    // at once, then nothing until 900 ms.
+    let run = |idle_timeout: Option<Duration>| {
+        let until = Instant::now() + Duration::from_millis(900);
+        watermarks(
+            move || {
+                vec![
+                    scripted(40, Some(15), None),
+                    scripted(10, None, Some(until)),
+                ]
+            },
+            idle_timeout,
+        )
+    };
+    let advanced_while_quiet = |seen: &[(Duration, i64)]| {
+        seen.iter()
+            .any(|(t, w)| *w > 85 && *w != WATERMARK_END && *t < Duration::from_millis(850))
+    };
+    let held = run(None);
+    assert!(
+        !advanced_while_quiet(&held),
+        "without idle_timeout the quiet partition holds the watermark: {held:?}"
+    );
+    let idle = run(Some(Duration::from_millis(100)));
+    assert!(
+        advanced_while_quiet(&idle),
+        "after idle_timeout the active partition decides: {idle:?}"
+    );
+    assert_eq!(idle.last().map(|(_, w)| *w), Some(WATERMARK_END));
+}
+
+#[test]
+fn a_rate_limited_generator_does_not_run_ahead_of_its_rate() {
+    let mut config = GeneratorConfig::new(StreamKind::Clicks, Some(400), 1);
+    config.rate = Some(2000.0);
+    config.partitions = 1;
+    let config = Arc::new(config);
+    let mut reader = GeneratorReader::new(
+        config.clone(),
+        Arc::new(Pools::new(config.cardinalities)),
+        0,
+    );
+    let (mut wm, mut events, mut bad) = (
+        weir_engine::watermark::PartitionWatermark::new(0),
+        Vec::new(),
+        Vec::new(),
+    );
+    let start = Instant::now();
+    loop {
+        let mut out = Emitter::new(&mut wm, &mut events, &mut bad);
+        match reader.read(1000, &mut out).unwrap() {
+            ReadStatus::Done => break,
+            ReadStatus::Waiting(d) => std::thread::sleep(d),
+            ReadStatus::More => {}
+        }
+    }
+    assert_eq!(events.len(), 400);
+    // 400 events at 2000/s cannot take less than about 200 ms.
+    assert!(
+        start.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        start.elapsed()
+    );
+}
