@@ -26,7 +26,13 @@ impl ExactSum {
     #[inline]
     pub fn add(&mut self, x: f64) {
         if x.is_finite() && x.abs() < FIXED_LIMIT {
-            let units = (x * FIXED_SCALE).round() as i128;
+            let scaled = (x * FIXED_SCALE).round();
+            // Through i64 when it fits (|x| < 2^23): f64 → i128 is a slow library call.
+            let units = if scaled.abs() < 9.2e18 {
+                scaled as i64 as i128
+            } else {
+                scaled as i128
+            };
             match self.fixed.checked_add(units) {
                 Some(v) => self.fixed = v,
                 None => self.overflow += x,
@@ -173,15 +179,26 @@ impl Aggregates {
     pub fn update(&self, accs: &mut [Acc], row: &Row) {
         for (agg, acc) in self.list.iter().zip(accs.iter_mut()) {
             let is_max = agg.call.function == AggregateFunction::Max;
-            let value = match &agg.call.argument {
+            let arg = match &agg.call.argument {
                 None => {
                     if let Acc::Count(c) = acc {
                         *c += 1;
                     }
                     continue;
                 }
-                Some(arg) => arg.eval(row),
+                Some(arg) => arg,
             };
+            // Sums and averages of a plain column read the slot directly.
+            if let (Some(col), Acc::SumFloat { sum, n } | Acc::AvgFloat { sum, n }) =
+                (arg.as_column(), &mut *acc)
+            {
+                if let Some(v) = row.get_f64(col) {
+                    sum.add(v);
+                    *n += 1;
+                }
+                continue;
+            }
+            let value = arg.eval(row);
             if value.is_null() {
                 continue;
             }

@@ -32,6 +32,11 @@ impl KeyExtractor {
     /// The encoded key of `row`, valid until the next call.
     #[inline]
     pub fn key_bytes(&mut self, row: &Row) -> &[u8] {
+        if let [column] = self.columns[..] {
+            self.buf.clear();
+            row.write_column_as_row(column, &mut self.buf);
+            return &self.buf;
+        }
         for (i, &c) in self.columns.iter().enumerate() {
             self.builder.copy_from(i, row, c);
         }

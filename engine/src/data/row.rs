@@ -10,6 +10,10 @@
 //! string, `offset: u32 | len: u32 << 32` into the heap. Strings are written to the heap in
 //! column order and null slots are zero, so equal rows have equal bytes: rows can be hashed,
 //! compared and used as map keys by their bytes.
+//!
+//! Invariant: every string in a row is valid UTF-8. Rows are built from `&str` (by
+//! [`RowBuilder`]) or from bytes that [`Row::from_bytes`] checks, so reading a string back needs
+//! no second validation; this is the one place weir uses `unsafe`, for that.
 
 use std::borrow::{Borrow, Cow};
 use std::fmt;
@@ -134,14 +138,22 @@ impl Row {
     }
 
     #[inline]
-    fn str_at(&self, i: usize) -> &str {
+    fn str_bytes(&self, i: usize) -> &[u8] {
         let slot = self.slot(i);
         let heap = 2 + 9 * self.len();
         let start = heap + (slot & 0xffff_ffff) as usize;
         let len = (slot >> 32) as usize;
-        // Rows are built from `&str`; a row whose bytes were damaged in transit was rejected
-        // by `check_layout`, so this only guards against impossible states.
-        std::str::from_utf8(&self.bytes[start..start + len]).unwrap_or("\u{FFFD}")
+        &self.bytes[start..start + len]
+    }
+
+    #[inline]
+    #[allow(unsafe_code)]
+    fn str_at(&self, i: usize) -> &str {
+        let bytes = self.str_bytes(i);
+        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        // SAFETY: the module invariant — strings in a row are UTF-8: `RowBuilder` writes only
+        // `&str` bytes and `Row::from_bytes` validates every string of foreign bytes.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
     /// The value of column `i`.
@@ -192,13 +204,30 @@ impl Row {
         (0..self.len()).map(move |i| self.get(i))
     }
 
+    /// Appends the encoding of the one-column row holding column `i` of this row (what a
+    /// [`RowBuilder`] would produce for it, without one).
+    #[inline]
+    pub fn write_column_as_row(&self, i: usize, out: &mut Vec<u8>) {
+        let tag = self.tag(i);
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.push(tag);
+        if tag == TAG_STR {
+            let s = self.str_bytes(i);
+            out.extend_from_slice(&((s.len() as u64) << 32).to_le_bytes());
+            out.extend_from_slice(s);
+        } else {
+            out.extend_from_slice(&self.slot(i).to_le_bytes());
+        }
+    }
+
     /// Compares by values, column by column: numbers numerically, strings lexicographically,
     /// nulls first. (`Ord` on `Row` compares encoded bytes: fast and total, but not readable.)
     pub fn cmp_values(&self, other: &Row) -> std::cmp::Ordering {
         use std::cmp::Ordering;
         for i in 0..self.len().min(other.len()) {
             let ord = match (self.tag(i), other.tag(i)) {
-                (TAG_STR, TAG_STR) => self.str_at(i).cmp(other.str_at(i)),
+                // UTF-8 byte order is code point order.
+                (TAG_STR, TAG_STR) => self.str_bytes(i).cmp(other.str_bytes(i)),
                 (TAG_FLOAT, TAG_FLOAT) => {
                     f64::from_bits(self.slot(i)).total_cmp(&f64::from_bits(other.slot(i)))
                 }
@@ -293,11 +322,15 @@ fn check_layout(bytes: &[u8]) -> Result<(), String> {
         if tag == TAG_STR {
             let at = 2 + n + 8 * i;
             let slot = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-            let end = heap + (slot & 0xffff_ffff) as usize + (slot >> 32) as usize;
+            let start = heap + (slot & 0xffff_ffff) as usize;
+            let end = start + (slot >> 32) as usize;
             if end > bytes.len() {
                 return Err(format!(
                     "string in column {i} ends at {end}, past the row's end"
                 ));
+            }
+            if std::str::from_utf8(&bytes[start..end]).is_err() {
+                return Err(format!("string in column {i} is not valid UTF-8"));
             }
         }
     }
@@ -376,7 +409,13 @@ impl RowBuilder {
     /// Copies column `from` of `row` into column `i`, without decoding it.
     pub fn copy_from(&mut self, i: usize, row: &Row, from: usize) {
         match row.tag(from) {
-            TAG_STR => self.set_str(i, row.str_at(from)),
+            TAG_STR => {
+                let v = row.str_bytes(from);
+                self.tags[i] = TAG_STR;
+                let start = self.scratch.len() as u32;
+                self.scratch.extend_from_slice(v);
+                self.spans[i] = (start, v.len() as u32);
+            }
             tag => {
                 self.tags[i] = tag;
                 self.slots[i] = row.slot(from);
@@ -400,11 +439,15 @@ impl RowBuilder {
     /// Appends the encoded row to `out` and resets the builder (all columns null).
     pub fn write_into(&mut self, out: &mut Vec<u8>) {
         let n = self.tags.len();
+        let header = 2 + 9 * n;
+        let at = out.len();
         out.reserve(self.encoded_len());
-        out.extend_from_slice(&(n as u16).to_le_bytes());
-        out.extend_from_slice(&self.tags);
+        out.resize(at + header, 0);
+        let head = &mut out[at..at + header];
+        head[..2].copy_from_slice(&(n as u16).to_le_bytes());
+        head[2..2 + n].copy_from_slice(&self.tags);
         let mut offset = 0u64;
-        for i in 0..n {
+        for (i, chunk) in head[2 + n..].chunks_exact_mut(8).enumerate() {
             let slot = if self.tags[i] == TAG_STR {
                 let len = self.spans[i].1 as u64;
                 let slot = offset | (len << 32);
@@ -413,7 +456,7 @@ impl RowBuilder {
             } else {
                 self.slots[i]
             };
-            out.extend_from_slice(&slot.to_le_bytes());
+            chunk.copy_from_slice(&slot.to_le_bytes());
         }
         for i in 0..n {
             if self.tags[i] == TAG_STR {
@@ -479,6 +522,23 @@ mod tests {
     }
 
     #[test]
+    fn one_column_rows_can_be_cut_from_a_row_directly() {
+        let row = Row::from_values(&[
+            Value::Int(3),
+            Value::Str("héllo".into()),
+            Value::Null,
+            Value::Float(2.5),
+        ]);
+        for i in 0..row.len() {
+            let mut direct = Vec::new();
+            row.write_column_as_row(i, &mut direct);
+            let mut b = RowBuilder::new(1);
+            b.copy_from(0, &row, i);
+            assert_eq!(direct, b.finish().as_bytes(), "column {i}");
+        }
+    }
+
+    #[test]
     fn value_order_is_readable_order() {
         let row = |s: &str, n: i64| Row::from_values(&[Value::Str(s.into()), Value::Int(n)]);
         let mut rows = [
@@ -515,5 +575,10 @@ mod tests {
         let mut damaged = row.as_bytes().to_vec();
         damaged.truncate(damaged.len() - 2);
         assert!(Row::from_bytes(damaged).is_err());
+        let mut not_utf8 = row.as_bytes().to_vec();
+        let last = not_utf8.len() - 1;
+        not_utf8[last] = 0xff;
+        let err = Row::from_bytes(not_utf8).unwrap_err();
+        assert!(err.contains("not valid UTF-8"), "{err}");
     }
 }

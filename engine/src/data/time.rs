@@ -130,26 +130,44 @@ pub fn format_rfc3339(ms: i64) -> String {
     out
 }
 
-/// Appends `YYYY-MM-DDTHH:MM:SS.mmmZ` to `out`.
+/// Appends `YYYY-MM-DDTHH:MM:SS.mmmZ` to `out` (years outside 0..=9999 as `±YYYYYY`).
 pub fn write_rfc3339(ms: i64, out: &mut String) {
     let days = ms.div_euclid(MS_PER_DAY);
     let in_day = ms.rem_euclid(MS_PER_DAY);
     let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        use std::fmt::Write;
+        let _ = write!(out, "{y:+07}");
+    } else {
+        push_digits(out, y as u32, 4);
+    }
     let (h, rest) = (in_day / 3_600_000, in_day % 3_600_000);
     let (min, rest) = (rest / 60_000, rest % 60_000);
     let (s, milli) = (rest / 1000, rest % 1000);
-    use std::fmt::Write;
-    if (0..=9999).contains(&y) {
-        let _ = write!(
-            out,
-            "{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z"
-        );
-    } else {
-        let _ = write!(
-            out,
-            "{y:+07}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z"
-        );
+    out.push('-');
+    push_digits(out, m, 2);
+    out.push('-');
+    push_digits(out, d, 2);
+    out.push('T');
+    push_digits(out, h as u32, 2);
+    out.push(':');
+    push_digits(out, min as u32, 2);
+    out.push(':');
+    push_digits(out, s as u32, 2);
+    out.push('.');
+    push_digits(out, milli as u32, 3);
+    out.push('Z');
+}
+
+/// Appends `v` zero-padded to `width` digits.
+#[inline]
+fn push_digits(out: &mut String, mut v: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
     }
+    out.push_str(std::str::from_utf8(&buf[..width]).expect("ASCII digits"));
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! few fraudsters whose payments keep failing).
 
 use std::f64::consts::TAU;
-use std::fmt::Write;
 use std::sync::{Arc, OnceLock};
 
 use weir_engine::data::{DataType, Field, RowBuilder, Schema, SchemaRef};
@@ -228,7 +227,9 @@ pub fn fill_row(
                 ("purchase", "/checkout")
             };
             scratch.clear();
-            let _ = write!(scratch, "{user_id}-{}", ts.div_euclid(1_800_000));
+            scratch.push_str(user_id);
+            scratch.push('-');
+            scratch.push_str(itoa::Buffer::new().format(ts.div_euclid(1_800_000)));
             b.set_str(0, user_id);
             b.set_str(1, scratch);
             b.set_str(2, &pools.devices[device as usize]);
@@ -276,7 +277,12 @@ pub fn fill_row(
             };
             let merchant = rng.skewed(pools.merchants.len() as u64) as usize;
             scratch.clear();
-            let _ = write!(scratch, "pay-{index:012}");
+            scratch.push_str("pay-");
+            let digits = itoa::Buffer::new().format(index).len();
+            for _ in digits..12 {
+                scratch.push('0');
+            }
+            scratch.push_str(itoa::Buffer::new().format(index));
             b.set_str(0, scratch);
             b.set_str(1, &pools.users[user as usize]);
             b.set_float(2, round_to(amount, 2));

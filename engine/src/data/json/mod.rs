@@ -1,10 +1,16 @@
 //! JSON lines ↔ rows, driven by the schema.
 //!
-//! Decoding walks the JSON object once with serde's streaming API and writes each known field
-//! straight into a [`RowBuilder`] slot — no intermediate `serde_json::Value` tree, borrowed
-//! strings wherever the input has no escapes. Unknown fields are skipped; a field of the wrong
-//! type, a missing required field or malformed JSON is an error that names the field, for the
-//! dead-letter output. `benches/` compares this against decoding through a `Value` tree.
+//! Decoding walks each JSON object once and writes every known field straight into a
+//! [`RowBuilder`] slot — no intermediate `Value` tree. Unknown fields are skipped; a field of
+//! the wrong type, a missing required field or malformed JSON is an error that names the
+//! field, for the dead-letter output.
+//!
+//! The decoder was picked by measurement (`benches/`, figures in `benches/RESULTS.md`): a
+//! schema-driven scanner ([`scan`]) beats serde_json and sonic-rs driven through serde's
+//! streaming API, and a `serde_json::Value` tree by far. The serde path stays as
+//! [`JsonDecoder::decode_serde`], the reference the scanner is tested against.
+
+mod scan;
 
 use std::fmt;
 
@@ -34,7 +40,30 @@ impl JsonDecoder {
     }
 
     /// Decodes one JSON object (surrounding whitespace allowed, nothing else).
+    #[inline]
     pub fn decode(&mut self, line: &[u8]) -> Result<Row, String> {
+        let scanned =
+            scan::Scan::new(line).and_then(|mut s| s.object(&self.schema, &mut self.builder));
+        if let Err(e) = scanned {
+            self.builder.reset();
+            return Err(e);
+        }
+        self.finish_row().map_err(|e| e.to_string())
+    }
+
+    fn finish_row(&mut self) -> Result<Row, RequiredMissing<'_>> {
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            if !field.nullable && self.builder.is_null(i) {
+                self.builder.reset();
+                return Err(RequiredMissing(&field.name));
+            }
+        }
+        Ok(self.builder.finish())
+    }
+
+    /// Decodes like [`decode`](Self::decode), through serde_json's streaming API (the
+    /// reference implementation).
+    pub fn decode_serde(&mut self, line: &[u8]) -> Result<Row, String> {
         let mut de = serde_json::Deserializer::from_slice(line);
         let decoded = self
             .decode_from(&mut de)
@@ -55,16 +84,16 @@ impl JsonDecoder {
             self.builder.reset();
             return Err(e);
         }
-        for (i, field) in self.schema.fields().iter().enumerate() {
-            if !field.nullable && self.builder.is_null(i) {
-                self.builder.reset();
-                return Err(de::Error::custom(format_args!(
-                    "required field `{}` is missing or null",
-                    field.name
-                )));
-            }
-        }
-        Ok(self.builder.finish())
+        self.finish_row().map_err(de::Error::custom)
+    }
+}
+
+/// A required field had no value.
+struct RequiredMissing<'a>(&'a str);
+
+impl fmt::Display for RequiredMissing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "required field `{}` is missing or null", self.0)
     }
 }
 
