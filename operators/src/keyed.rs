@@ -1,7 +1,9 @@
 //! Keys of keyed operators: extracting them from rows and routing records by key group.
 
+use std::hash::{Hash, Hasher};
+
 use timely::dataflow::channels::pact::Exchange;
-use weir_engine::data::{Row, RowBuilder};
+use weir_engine::data::{bytes_eq, Row, RowBuilder};
 use weir_engine::event::Event;
 use weir_engine::keys::KeyGroups;
 
@@ -53,8 +55,56 @@ pub fn key_exchange(
     peers: usize,
 ) -> Exchange<Event, impl FnMut(&Event) -> u64 + 'static> {
     let mut keys = KeyExtractor::new(columns);
+    let routes = key_groups.routes(peers);
     Exchange::new(move |event: &Event| {
         let group = key_groups.group_of(keys.key_bytes(&event.row));
-        key_groups.worker_of(group, peers) as u64
+        routes[group.0 as usize] as u64
     })
+}
+
+/// Encoded key bytes looked up in a map keyed by [`Row`]: hashes like the row and compares
+/// inline, without a `memcmp` call per probe.
+pub struct KeyRef<'a>(pub &'a [u8]);
+
+impl Hash for KeyRef<'_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // `Row` hashes as its byte slice.
+        self.0.hash(state)
+    }
+}
+
+impl hashbrown::Equivalent<Row> for KeyRef<'_> {
+    #[inline]
+    fn equivalent(&self, key: &Row) -> bool {
+        bytes_eq(self.0, key.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use weir_engine::data::Value;
+
+    use super::*;
+
+    #[test]
+    fn key_refs_find_the_rows_they_encode() {
+        let mut map: hashbrown::HashMap<Row, u32> = hashbrown::HashMap::new();
+        let rows: Vec<Row> = (0..100)
+            .map(|i| Row::from_values(&[Value::Str(format!("user-{i}").into())]))
+            .collect();
+        for (i, r) in rows.iter().enumerate() {
+            map.insert(r.clone(), i as u32);
+        }
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(map.get(&KeyRef(r.as_bytes())), Some(&(i as u32)));
+            assert_eq!(
+                map.hasher().hash_one(KeyRef(r.as_bytes())),
+                map.hasher().hash_one(r)
+            );
+        }
+        assert!(map.get(&KeyRef(b"nope")).is_none());
+    }
 }

@@ -220,6 +220,36 @@ impl Row {
         }
     }
 
+    /// A 64-bit key that orders rows like [`cmp_values`](Self::cmp_values) where it differs
+    /// (the first column's type, then up to 7 bytes of its value); equal keys need the full
+    /// comparison. Sorting by it first turns most comparisons into one integer compare.
+    pub fn sort_prefix(&self) -> u64 {
+        if self.is_empty() {
+            return 0;
+        }
+        let tag = self.tag(0);
+        let value = match tag {
+            TAG_STR => {
+                let s = self.str_bytes(0);
+                let mut b = [0u8; 8];
+                let n = s.len().min(7);
+                b[..n].copy_from_slice(&s[..n]);
+                u64::from_be_bytes(b) >> 8
+            }
+            TAG_INT | TAG_TS => (self.slot(0) ^ (1 << 63)) >> 8,
+            TAG_FLOAT => {
+                let bits = self.slot(0);
+                (if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits | (1 << 63)
+                }) >> 8
+            }
+            _ => 0,
+        };
+        ((order_class(tag) as u64) << 56) | value
+    }
+
     /// Compares by values, column by column: numbers numerically, strings lexicographically,
     /// nulls first. (`Ord` on `Row` compares encoded bytes: fast and total, but not readable.)
     pub fn cmp_values(&self, other: &Row) -> std::cmp::Ordering {
@@ -235,7 +265,7 @@ impl Row {
                     (self.slot(i) as i64).cmp(&(other.slot(i) as i64))
                 }
                 (TAG_BOOL, TAG_BOOL) => self.slot(i).cmp(&other.slot(i)),
-                (a, b) => a.cmp(&b),
+                (a, b) => order_class(a).cmp(&order_class(b)),
             };
             if ord != Ordering::Equal {
                 return ord;
@@ -301,6 +331,15 @@ impl<'de> Deserialize<'de> for Row {
     }
 }
 
+/// Values of different types order by type; ints and timestamps compare with each other.
+fn order_class(tag: u8) -> u8 {
+    if tag == TAG_TS {
+        TAG_INT
+    } else {
+        tag
+    }
+}
+
 fn check_layout(bytes: &[u8]) -> Result<(), String> {
     if bytes.len() < 2 {
         return Err(format!("row of {} bytes has no header", bytes.len()));
@@ -345,6 +384,10 @@ pub struct RowBuilder {
     /// For string columns, `(start, len)` into `scratch`.
     spans: Vec<(u32, u32)>,
     scratch: Vec<u8>,
+    /// One past the last string column set.
+    next_string: usize,
+    /// Strings were set once each, in column order: `scratch` is already the row's heap.
+    in_order: bool,
 }
 
 impl RowBuilder {
@@ -355,6 +398,29 @@ impl RowBuilder {
             slots: vec![0; columns],
             spans: vec![(0, 0); columns],
             scratch: Vec::with_capacity(256),
+            next_string: 0,
+            in_order: true,
+        }
+    }
+
+    #[inline]
+    fn push_string(&mut self, i: usize, bytes: &[u8]) {
+        if i < self.next_string {
+            self.in_order = false;
+        }
+        self.next_string = i + 1;
+        self.tags[i] = TAG_STR;
+        let start = self.scratch.len() as u32;
+        self.scratch.extend_from_slice(bytes);
+        self.spans[i] = (start, bytes.len() as u32);
+    }
+
+    /// Marks column `i` as about to hold a non-string: a string set before is left behind in
+    /// `scratch`, so it no longer is the heap as it stands.
+    #[inline]
+    fn replacing(&mut self, i: usize) {
+        if self.tags[i] == TAG_STR {
+            self.in_order = false;
         }
     }
 
@@ -365,35 +431,37 @@ impl RowBuilder {
 
     /// Sets column `i` to null.
     pub fn set_null(&mut self, i: usize) {
+        self.replacing(i);
         self.tags[i] = TAG_NULL;
         self.slots[i] = 0;
     }
     /// Sets column `i` to a bool.
     pub fn set_bool(&mut self, i: usize, v: bool) {
+        self.replacing(i);
         self.tags[i] = TAG_BOOL;
         self.slots[i] = v as u64;
     }
     /// Sets column `i` to an integer.
     pub fn set_int(&mut self, i: usize, v: i64) {
+        self.replacing(i);
         self.tags[i] = TAG_INT;
         self.slots[i] = v as u64;
     }
     /// Sets column `i` to a float.
     pub fn set_float(&mut self, i: usize, v: f64) {
+        self.replacing(i);
         self.tags[i] = TAG_FLOAT;
         self.slots[i] = v.to_bits();
     }
     /// Sets column `i` to a timestamp (ms since the epoch).
     pub fn set_ts(&mut self, i: usize, v: i64) {
+        self.replacing(i);
         self.tags[i] = TAG_TS;
         self.slots[i] = v as u64;
     }
     /// Sets column `i` to text.
     pub fn set_str(&mut self, i: usize, v: &str) {
-        self.tags[i] = TAG_STR;
-        let start = self.scratch.len() as u32;
-        self.scratch.extend_from_slice(v.as_bytes());
-        self.spans[i] = (start, v.len() as u32);
+        self.push_string(i, v.as_bytes());
     }
     /// Sets column `i` to any value.
     pub fn set(&mut self, i: usize, v: &Value<'_>) {
@@ -409,14 +477,9 @@ impl RowBuilder {
     /// Copies column `from` of `row` into column `i`, without decoding it.
     pub fn copy_from(&mut self, i: usize, row: &Row, from: usize) {
         match row.tag(from) {
-            TAG_STR => {
-                let v = row.str_bytes(from);
-                self.tags[i] = TAG_STR;
-                let start = self.scratch.len() as u32;
-                self.scratch.extend_from_slice(v);
-                self.spans[i] = (start, v.len() as u32);
-            }
+            TAG_STR => self.push_string(i, row.str_bytes(from)),
             tag => {
+                self.replacing(i);
                 self.tags[i] = tag;
                 self.slots[i] = row.slot(from);
             }
@@ -458,10 +521,14 @@ impl RowBuilder {
             };
             chunk.copy_from_slice(&slot.to_le_bytes());
         }
-        for i in 0..n {
-            if self.tags[i] == TAG_STR {
-                let (start, len) = self.spans[i];
-                out.extend_from_slice(&self.scratch[start as usize..(start + len) as usize]);
+        if self.in_order {
+            out.extend_from_slice(&self.scratch);
+        } else {
+            for i in 0..n {
+                if self.tags[i] == TAG_STR {
+                    let (start, len) = self.spans[i];
+                    out.extend_from_slice(&self.scratch[start as usize..(start + len) as usize]);
+                }
             }
         }
         self.reset();
@@ -481,6 +548,8 @@ impl RowBuilder {
         self.tags.fill(TAG_NULL);
         self.slots.fill(0);
         self.scratch.clear();
+        self.next_string = 0;
+        self.in_order = true;
     }
 }
 
@@ -536,6 +605,64 @@ mod tests {
             b.copy_from(0, &row, i);
             assert_eq!(direct, b.finish().as_bytes(), "column {i}");
         }
+    }
+
+    #[test]
+    fn sort_prefix_agrees_with_value_order() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let words = [
+            "", "a", "ab", "ab\u{0}", "abcdefg", "abcdefgh", "abcdefgi", "b", "é", "zz",
+        ];
+        let mut rows = Vec::new();
+        for _ in 0..2000 {
+            let first = match next() % 5 {
+                0 => Value::Str(words[(next() % words.len() as u64) as usize].into()),
+                1 => Value::Int(
+                    (next() % 7) as i64 - 3 + if next() % 2 == 0 { i64::MIN / 2 } else { 0 },
+                ),
+                2 => Value::Float(((next() % 9) as f64 - 4.0) / 2.0),
+                3 => Value::Null,
+                _ => Value::Ts((next() % 5) as i64 * 1000),
+            };
+            rows.push(Row::from_values(&[first, Value::Int((next() % 3) as i64)]));
+        }
+        for a in &rows {
+            for b in rows.iter().take(200) {
+                let (pa, pb) = (a.sort_prefix(), b.sort_prefix());
+                if pa != pb {
+                    assert_eq!(pa.cmp(&pb), a.cmp_values(b), "{a:?} vs {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_set_in_order_or_not_give_the_same_row() {
+        let mut a = RowBuilder::new(4);
+        a.set_str(0, "x");
+        a.set_int(1, 1);
+        a.set_str(2, "yy");
+        a.set_str(3, "zzz");
+        let mut b = RowBuilder::new(4);
+        b.set_str(3, "zzz");
+        b.set_str(2, "yy");
+        b.set_str(0, "x");
+        b.set_int(1, 1);
+        let mut c = RowBuilder::new(4);
+        c.set_str(0, "x");
+        c.set_str(1, "gone");
+        c.set_int(1, 1);
+        c.set_str(2, "yy");
+        c.set_str(3, "zzz");
+        let (a, b, c) = (a.finish(), b.finish(), c.finish());
+        assert_eq!(a, b);
+        assert_eq!(a, c);
     }
 
     #[test]

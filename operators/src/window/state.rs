@@ -11,6 +11,7 @@ use weir_engine::state::{decode_state, encode_state, KeyedState, StateError, Sta
 
 use super::assign::WindowKind;
 use crate::aggregate::{Acc, Aggregates};
+use crate::keyed::KeyRef;
 
 /// One session of one key: `[start, end)` with `end = last event + gap`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +53,11 @@ pub struct WindowState {
     sessions: HashMap<Row, Vec<Session>>,
     /// Sessions by end, to close them in order.
     timers: BTreeSet<(i64, Row)>,
+    /// Emptied key maps of closed windows, kept with their capacity: the next window reuses
+    /// one instead of growing a new map through fresh memory.
+    spare_maps: Vec<HashMap<Row, Vec<Acc>>>,
+    /// Reused buffer for sorting a closing window's keys.
+    sorting: Vec<(u64, Row, Vec<Acc>)>,
 }
 
 impl WindowState {
@@ -70,6 +76,8 @@ impl WindowState {
             fixed: BTreeMap::new(),
             sessions: HashMap::new(),
             timers: BTreeSet::new(),
+            spare_maps: Vec::new(),
+            sorting: Vec::new(),
         }
     }
 
@@ -84,14 +92,16 @@ impl WindowState {
         mut accept: impl FnMut(i64) -> bool,
     ) -> bool {
         let mut accepted = false;
-        let (fixed, aggregates) = (&mut self.fixed, &self.aggregates);
+        let (fixed, aggregates, spare) = (&mut self.fixed, &self.aggregates, &mut self.spare_maps);
         self.kind.for_each_window(ts, |_start, end| {
             if !accept(end) {
                 return;
             }
             accepted = true;
-            let keys = fixed.entry(end).or_default();
-            match keys.get_mut(key) {
+            let keys = fixed
+                .entry(end)
+                .or_insert_with(|| spare.pop().unwrap_or_default());
+            match keys.get_mut(&KeyRef(key)) {
                 Some(accs) => aggregates.update(accs, row),
                 None => {
                     let mut accs = aggregates.init();
@@ -146,15 +156,21 @@ impl WindowState {
                 break;
             }
             let end = *entry.key();
-            let mut keys: Vec<(Row, Vec<Acc>)> = entry.remove().into_iter().collect();
-            keys.sort_unstable_by(|a, b| a.0.cmp_values(&b.0));
-            out.extend(keys.into_iter().map(|(key, accs)| ClosedWindow {
+            let mut keys = entry.remove();
+            self.sorting
+                .extend(keys.drain().map(|(k, a)| (k.sort_prefix(), k, a)));
+            self.spare_maps.push(keys);
+            self.sorting
+                .sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp_values(&b.1)));
+            out.extend(self.sorting.drain(..).map(|(_, key, accs)| ClosedWindow {
                 key,
                 start: end - size,
                 end,
                 accs,
             }));
         }
+        // Keep a few maps: as many windows as are usually open at once.
+        self.spare_maps.truncate(4);
         let first_session = out.len();
         while let Some((end, _)) = self.timers.first() {
             if *end > until {

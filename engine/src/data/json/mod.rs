@@ -25,13 +25,23 @@ use super::time::{parse_rfc3339, write_rfc3339};
 pub struct JsonDecoder {
     schema: SchemaRef,
     builder: RowBuilder,
+    keys: Vec<scan::KeyPattern>,
 }
 
 impl JsonDecoder {
     /// A decoder for `schema`.
     pub fn new(schema: SchemaRef) -> Self {
         let builder = RowBuilder::new(schema.len());
-        JsonDecoder { schema, builder }
+        let keys = schema
+            .fields()
+            .iter()
+            .map(|f| scan::KeyPattern::of(&f.name))
+            .collect();
+        JsonDecoder {
+            schema,
+            builder,
+            keys,
+        }
     }
 
     /// The schema rows are decoded into.
@@ -42,8 +52,8 @@ impl JsonDecoder {
     /// Decodes one JSON object (surrounding whitespace allowed, nothing else).
     #[inline]
     pub fn decode(&mut self, line: &[u8]) -> Result<Row, String> {
-        let scanned =
-            scan::Scan::new(line).and_then(|mut s| s.object(&self.schema, &mut self.builder));
+        let scanned = scan::Scan::new(line)
+            .and_then(|mut s| s.object(&self.schema, &self.keys, &mut self.builder));
         if let Err(e) = scanned {
             self.builder.reset();
             return Err(e);

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use super::super::bytes_eq;
 use super::super::row::RowBuilder;
 use super::super::schema::{DataType, Field, Schema};
 use super::super::time::parse_rfc3339;
@@ -44,6 +45,18 @@ fn string_stop(b: &[u8], from: usize) -> Option<usize> {
         .map(|p| i + p)
 }
 
+/// A field name as it appears in JSON followed by `":` (`user_id":`), when its JSON
+/// spelling is its bytes (no `"`, `\\` or control characters); matched without parsing.
+#[derive(Clone, Debug)]
+pub(super) struct KeyPattern(Option<Vec<u8>>);
+
+impl KeyPattern {
+    pub(super) fn of(name: &str) -> Self {
+        let plain = !name.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20);
+        KeyPattern(plain.then(|| [name.as_bytes(), b"\":"].concat()))
+    }
+}
+
 pub(super) struct Scan<'a> {
     text: &'a str,
     b: &'a [u8],
@@ -66,7 +79,7 @@ impl<'a> Scan<'a> {
         format!("{what} at column {}", self.pos + 1)
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.pos) {
             self.pos += 1;
@@ -83,6 +96,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Reads a string starting at `"`.
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, str>> {
         debug_assert_eq!(self.peek(), Some(b'"'));
         self.pos += 1;
@@ -428,27 +442,37 @@ impl<'a> Scan<'a> {
         Ok(())
     }
 
-    /// Producers usually write fields in schema order: when the key at `"` is exactly the
-    /// name of field `hint`, consume it without parsing a string. A name with `"`, `\\` or a
-    /// control character never takes this path (its JSON spelling differs from its bytes).
+    /// Producers usually write fields in schema order: when the key at `"` is exactly field
+    /// `hint`'s name, consume it (and the colon right after it, when there is no space)
+    /// without parsing a string. Returns the column, and whether the colon was consumed.
     #[inline]
-    fn expected_key(&mut self, fields: &[Field], hint: usize) -> Option<usize> {
-        let name = fields.get(hint)?.name.as_bytes();
+    fn expected_key(&mut self, keys: &[KeyPattern], hint: usize) -> Option<(usize, bool)> {
+        let pattern = keys.get(hint)?.0.as_deref()?;
         let at = self.pos + 1;
-        let end = at + name.len();
-        if self.b.get(at..end) == Some(name)
-            && self.b.get(end) == Some(&b'"')
-            && !name.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        {
-            self.pos = end + 1;
-            Some(hint)
-        } else {
-            None
+        let rest = self.b.get(at..)?;
+        if rest.len() >= pattern.len() && bytes_eq(&rest[..pattern.len()], pattern) {
+            self.pos = at + pattern.len();
+            return Some((hint, true));
         }
+        // `"name"` followed by whitespace before the colon.
+        let name = &pattern[..pattern.len() - 2];
+        if rest.len() > name.len()
+            && bytes_eq(&rest[..name.len()], name)
+            && rest[name.len()] == b'"'
+        {
+            self.pos = at + name.len() + 1;
+            return Some((hint, false));
+        }
+        None
     }
 
     /// Reads one JSON object into `out`, matching keys to `schema`'s columns.
-    pub(super) fn object(&mut self, schema: &Schema, out: &mut RowBuilder) -> Result<()> {
+    pub(super) fn object(
+        &mut self,
+        schema: &Schema,
+        keys: &[KeyPattern],
+        out: &mut RowBuilder,
+    ) -> Result<()> {
         self.ws();
         match self.peek() {
             Some(b'{') => self.pos += 1,
@@ -474,18 +498,20 @@ impl<'a> Scan<'a> {
         } else {
             loop {
                 self.ws();
-                let column = match self.peek() {
-                    Some(b'"') => match self.expected_key(fields, hint) {
-                        Some(i) => Some(i),
+                let (column, colon) = match self.peek() {
+                    Some(b'"') => match self.expected_key(keys, hint) {
+                        Some((i, colon)) => (Some(i), colon),
                         None => {
                             let key = self.string()?;
-                            schema.index_of(&key)
+                            (schema.index_of(&key), false)
                         }
                     },
                     None => return Err(self.eof("an object")),
                     _ => return Err(self.err("key must be a string")),
                 };
-                self.colon()?;
+                if !colon {
+                    self.colon()?;
+                }
                 self.ws();
                 match column {
                     Some(i) => {
