@@ -14,6 +14,11 @@ pub const WATERMARK_MIN: i64 = i64::MIN;
 /// The watermark of a stream that has ended: every window can close.
 pub const WATERMARK_END: i64 = i64::MAX;
 
+/// Event times weir accepts: years 1 to 9999 (what RFC 3339 can spell). Anything else is bad
+/// input — and keeps window arithmetic far from overflow.
+pub const EVENT_TIME_RANGE: std::ops::RangeInclusive<i64> =
+    -62_135_596_800_000..=253_402_300_799_999;
+
 /// One record: its row, its event time, and the watermark of its source partition at the
 /// moment it was read (`wm`).
 ///
@@ -72,7 +77,8 @@ pub fn dead_letter_schema() -> SchemaRef {
 }
 
 /// Builds a dead-letter record. Its event time is the partition watermark when the bad input
-/// was read, so it sorts deterministically among its partition's output.
+/// was read (the epoch, 1970, before any record), so it sorts deterministically among its
+/// partition's output.
 pub fn dead_letter_event(
     source: &str,
     location: &str,
@@ -87,5 +93,6 @@ pub fn dead_letter_event(
     b.set_int(dead_letter::OFFSET, offset);
     b.set_str(dead_letter::ERROR, error);
     b.set_str(dead_letter::RAW, &String::from_utf8_lossy(raw));
-    Event::new(wm, wm, b.finish())
+    let ts = if wm == WATERMARK_MIN { 0 } else { wm };
+    Event::new(ts, wm, b.finish())
 }

@@ -25,8 +25,9 @@ fn watermark(wm: i64) -> String {
 }
 
 impl Progress {
-    /// Starts drawing.
+    /// Starts drawing: a live spinner on a terminal, otherwise a plain line every second.
     pub fn start(job: &str, stats: Arc<JobStats>) -> Self {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {prefix} {elapsed} {msg}").expect("template"),
@@ -34,9 +35,11 @@ impl Progress {
         bar.set_prefix(job.to_string());
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let job = job.to_string();
         let thread = std::thread::spawn(move || {
             let (mut last_in, mut last_at) = (0u64, Instant::now());
             let mut rate = 0.0;
+            let mut last_line = Instant::now();
             while !stopping.load(Ordering::Relaxed) {
                 let s = stats.snapshot();
                 let now = Instant::now();
@@ -45,7 +48,7 @@ impl Progress {
                     rate = (s.records_in - last_in) as f64 / dt;
                     (last_in, last_at) = (s.records_in, now);
                 }
-                bar.set_message(format!(
+                let message = format!(
                     "in {} ({:.0}/s) out {} late {} dead letters {} watermark {}",
                     s.records_in,
                     rate,
@@ -53,8 +56,14 @@ impl Progress {
                     s.late,
                     s.dead_letters,
                     watermark(s.watermark)
-                ));
-                bar.tick();
+                );
+                if terminal {
+                    bar.set_message(message);
+                    bar.tick();
+                } else if last_line.elapsed() >= Duration::from_secs(1) {
+                    eprintln!("{job}: {message}");
+                    last_line = Instant::now();
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();

@@ -10,6 +10,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use weir_engine::data::{JsonDecoder, SchemaRef};
+use weir_engine::event::EVENT_TIME_RANGE;
 
 use super::{Emitter, PartitionReader, ReadStatus};
 
@@ -150,7 +151,13 @@ impl JsonLinesReader {
                 let ts = row
                     .get_i64(self.ts_column)
                     .expect("the event-time column is required");
-                out.record(ts, row);
+                if EVENT_TIME_RANGE.contains(&ts) {
+                    out.record(ts, row);
+                } else {
+                    let name = &self.decoder.schema().field(self.ts_column).name;
+                    let error = format!("event time `{name}` = {ts} ms is outside years 1 to 9999");
+                    out.bad(offset as i64, error, line);
+                }
             }
             Err(error) => out.bad(offset as i64, error, line),
         }
@@ -289,7 +296,7 @@ mod tests {
         let path = dir.path().join("in.jsonl");
         std::fs::write(
             &path,
-            "{\"id\":\"a\",\"ts\":1}\nnot json\n{\"id\":\"c\",\"ts\":\"x\"}\n",
+            "{\"id\":\"a\",\"ts\":1}\nnot json\n{\"id\":\"c\",\"ts\":\"x\"}\n{\"ts\":-9223372036854775808}\n",
         )
         .unwrap();
         let schema = Arc::new(
@@ -306,13 +313,18 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(
             bad.iter().map(|b| b.offset).collect::<Vec<_>>(),
-            vec![18, 27]
+            vec![18, 27, 47]
         );
         assert_eq!(bad[0].raw, b"not json");
         assert!(
             bad[1].error.contains("field `ts`: expected int"),
             "{}",
             bad[1].error
+        );
+        assert!(
+            bad[2].error.contains("outside years 1 to 9999"),
+            "{}",
+            bad[2].error
         );
     }
 

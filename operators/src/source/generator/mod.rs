@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_engine::data::{encode_row, JsonDecoder, Row, RowBuilder, TimestampFormat};
+use weir_engine::event::EVENT_TIME_RANGE;
 
 pub use rng::Rng;
 pub use streams::{Cardinalities, Pools, StreamKind};
@@ -233,7 +234,11 @@ impl PartitionReader for GeneratorReader {
                 return Ok(ReadStatus::Done);
             }
             match self.generator.event(self.next) {
-                Generated::Row { ts, row } => out.record(ts, row),
+                Generated::Row { ts, row } if EVENT_TIME_RANGE.contains(&ts) => out.record(ts, row),
+                Generated::Row { ts, .. } => {
+                    let error = format!("event time {ts} ms is outside years 1 to 9999 (start_time + events × time_step)");
+                    out.bad(self.next as i64, error, b"");
+                }
                 Generated::Malformed(line) => {
                     let error = match self.decoder.decode(line.as_bytes()) {
                         Err(e) => e,
