@@ -200,39 +200,28 @@ pub fn build<'scope>(
             .ok_or_else(|| format!("sink `{}`: input `{}` was not built", sink.name, sink.input))?;
         let input = input.probe_with(&probe);
         let name = format!("sink.{}", sink.name);
-        match &sink.op {
-            SinkOp::Null => null_sink(input, &name, ctx.stats.clone()),
-            SinkOp::File { path, format } => {
-                let writer: Option<Box<dyn LineWriter>> = if worker == 0 {
-                    Some(Box::new(
-                        SortedJsonFile::create(path)
-                            .map_err(|e| format!("sink `{}`: {e}", sink.name))?,
-                    ))
-                } else {
-                    None
-                };
-                let lines = encode_lines(input, &name, sink.columns.clone(), *format);
-                write_sorted_lines(
-                    lines,
-                    &name,
-                    writer,
-                    ctx.stats.clone(),
-                    ctx.failures.clone(),
-                );
+        // File and stdout sinks gather encoded lines on worker 0, which alone writes.
+        let (writer, format): (Option<Box<dyn LineWriter>>, _) = match &sink.op {
+            SinkOp::Null => {
+                null_sink(input, &name, ctx.stats.clone());
+                continue;
             }
-            SinkOp::Stdout { format } => {
-                let writer: Option<Box<dyn LineWriter>> =
-                    (worker == 0).then(|| Box::new(StdoutWriter) as Box<dyn LineWriter>);
-                let lines = encode_lines(input, &name, sink.columns.clone(), *format);
-                write_sorted_lines(
-                    lines,
-                    &name,
-                    writer,
-                    ctx.stats.clone(),
-                    ctx.failures.clone(),
-                );
+            SinkOp::File { path, format } if worker == 0 => {
+                let file = SortedJsonFile::create(path)
+                    .map_err(|e| format!("sink `{}`: {e}", sink.name))?;
+                (Some(Box::new(file)), *format)
             }
-        }
+            SinkOp::Stdout { format } if worker == 0 => (Some(Box::new(StdoutWriter)), *format),
+            SinkOp::File { format, .. } | SinkOp::Stdout { format } => (None, *format),
+        };
+        let lines = encode_lines(input, &name, sink.columns.clone(), format);
+        write_sorted_lines(
+            lines,
+            &name,
+            writer,
+            ctx.stats.clone(),
+            ctx.failures.clone(),
+        );
     }
     Ok(probe)
 }

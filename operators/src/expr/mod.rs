@@ -15,6 +15,7 @@
 //! assert!(filter.matches(&row));
 //! ```
 
+mod aggregate;
 mod compile;
 mod eval;
 
@@ -22,7 +23,7 @@ use std::fmt;
 
 use weir_engine::data::{DataType, Row, Schema, Value};
 
-pub use compile::{parse_aggregate, AggregateCall, AggregateFunction};
+pub use aggregate::{parse_aggregate, AggregateCall, AggregateFunction};
 
 /// A compiled, type-checked expression.
 #[derive(Clone, Debug)]

@@ -1,0 +1,334 @@
+//! Validation: from a [`JobSpec`] to a [`Plan`] whose every expression is compiled and typed,
+//! or to every error found, each with its path.
+//!
+//! `sources`, `steps` and `sinks` check their part of the spec; `check` holds the small
+//! validators they share.
+
+mod check;
+mod sinks;
+mod sources;
+mod steps;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use weir_engine::data::{SchemaRef, TimestampFormat};
+use weir_engine::event::dead_letter_schema;
+use weir_engine::keys::KeyGroups;
+use weir_operators::aggregate::Aggregates;
+use weir_operators::expr::Expr;
+use weir_operators::source::generator::GeneratorConfig;
+use weir_operators::source::OnError;
+use weir_operators::window::WindowKind;
+
+use crate::error::{SpecError, SpecErrors};
+use crate::spec::JobSpec;
+use check::{check_name, positive};
+use sinks::plan_sink;
+use sources::plan_source;
+use steps::{known_streams, order_steps, plan_step, resolve, Producer};
+
+/// A validated job, ready to build on every worker.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Job name.
+    pub name: String,
+    /// Worker threads per process.
+    pub parallelism: usize,
+    /// Key groups.
+    pub key_groups: KeyGroups,
+    /// Processing time per epoch.
+    pub tick: Duration,
+    /// Checkpointing, when configured.
+    pub checkpoint: Option<CheckpointPlan>,
+    /// Sources, in spec order.
+    pub sources: Vec<SourcePlan>,
+    /// Steps, in dataflow (topological) order.
+    pub steps: Vec<StepPlan>,
+    /// Sinks, in spec order.
+    pub sinks: Vec<SinkPlan>,
+    /// Every stream a step or sink can read, with its schema.
+    pub streams: IndexMap<String, SchemaRef>,
+}
+
+/// The checkpoint section, checked.
+#[derive(Clone, Debug)]
+pub struct CheckpointPlan {
+    /// Time between checkpoints.
+    pub interval: Duration,
+    /// Store URL.
+    pub store: String,
+    /// Completed checkpoints kept.
+    pub retain: usize,
+}
+
+/// A source.
+#[derive(Clone, Debug)]
+pub struct SourcePlan {
+    /// Name.
+    pub name: String,
+    /// Decoded schema.
+    pub schema: SchemaRef,
+    /// Event-time column.
+    pub ts_column: usize,
+    /// Allowed disorder, ms.
+    pub max_out_of_orderness: i64,
+    /// Idle partitions stop holding the watermark after this long.
+    pub idle_timeout: Option<Duration>,
+    /// Bad input handling.
+    pub on_error: OnError,
+    /// What is read.
+    pub input: SourceInput,
+}
+
+/// What a source reads.
+#[derive(Clone, Debug)]
+pub enum SourceInput {
+    /// JSON lines files.
+    File {
+        /// Paths and globs.
+        patterns: Vec<String>,
+        /// Bytes per split.
+        split_size: u64,
+    },
+    /// The synthetic generator.
+    Generator(GeneratorConfig),
+}
+
+/// A step.
+#[derive(Clone, Debug)]
+pub struct StepPlan {
+    /// Name.
+    pub name: String,
+    /// Input stream.
+    pub input: String,
+    /// Output schema.
+    pub schema: SchemaRef,
+    /// What it does.
+    pub op: StepOp,
+}
+
+/// The operation of a step.
+#[derive(Clone, Debug)]
+pub enum StepOp {
+    /// Per-record filter and/or projection.
+    FilterProject {
+        /// Condition.
+        filter: Option<Expr>,
+        /// Output expressions.
+        project: Option<Vec<Expr>>,
+    },
+    /// Keyed window aggregate.
+    Window {
+        /// Key columns of the input.
+        key_columns: Vec<usize>,
+        /// Window shape.
+        kind: WindowKind,
+        /// Allowed lateness, ms.
+        allowed_lateness: i64,
+        /// Aggregates.
+        aggregates: Arc<Aggregates>,
+    },
+}
+
+/// A sink.
+#[derive(Clone, Debug)]
+pub struct SinkPlan {
+    /// Name.
+    pub name: String,
+    /// Input stream.
+    pub input: String,
+    /// Column names of the input, for encoding.
+    pub columns: Vec<String>,
+    /// Where rows go.
+    pub op: SinkOp,
+}
+
+/// Where a sink writes.
+#[derive(Clone, Debug)]
+pub enum SinkOp {
+    /// A JSON lines file.
+    File {
+        /// Output path.
+        path: PathBuf,
+        /// Timestamp encoding.
+        format: TimestampFormat,
+    },
+    /// Standard output.
+    Stdout {
+        /// Timestamp encoding.
+        format: TimestampFormat,
+    },
+    /// Counted, dropped.
+    Null,
+}
+
+/// Validates `spec`; returns the plan or every error found.
+pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
+    let mut errors = Vec::new();
+    if spec.name.trim().is_empty() {
+        errors.push(SpecError::new("name", "must not be empty"));
+    }
+    if spec.parallelism == Some(0) {
+        errors.push(SpecError::new("parallelism", "must be at least 1"));
+    }
+    let key_groups = match spec.key_groups {
+        Some(0) => {
+            errors.push(SpecError::new("key_groups", "must be at least 1"));
+            KeyGroups::DEFAULT
+        }
+        Some(k) if k > 1 << 20 => {
+            errors.push(SpecError::new(
+                "key_groups",
+                format!("{k} is more than 1048576"),
+            ));
+            KeyGroups::DEFAULT
+        }
+        Some(k) => KeyGroups::new(k),
+        None => KeyGroups::DEFAULT,
+    };
+    let tick = positive("tick", spec.tick, &mut errors).unwrap_or(Duration::from_millis(100));
+    let checkpoint = spec.checkpoint.as_ref().and_then(|c| {
+        let interval = positive("checkpoint.interval", Some(c.interval), &mut errors)?;
+        let scheme_ok = ["file://", "hdfs://", "s3://"].iter().any(|s| c.store.starts_with(s));
+        if !scheme_ok {
+            errors.push(SpecError::new("checkpoint.store", format!("`{}` is not a store URL: expected file:///path, hdfs://namenode:port/path or s3://bucket/path", c.store)));
+            return None;
+        }
+        if c.retain == Some(0) {
+            errors.push(SpecError::new("checkpoint.retain", "must keep at least 1 checkpoint"));
+        }
+        Some(CheckpointPlan { interval, store: c.store.clone(), retain: c.retain.unwrap_or(3) })
+    });
+    if spec.sources.is_empty() {
+        errors.push(SpecError::new("sources", "a job needs at least one source"));
+    }
+    if spec.sinks.is_empty() {
+        errors.push(SpecError::new("sinks", "a job needs at least one sink"));
+    }
+
+    let mut streams: IndexMap<String, SchemaRef> = IndexMap::new();
+    let mut sources = Vec::new();
+    for (name, s) in &spec.sources {
+        check_name("sources", name, &mut errors);
+        if let Some(plan) = plan_source(name, s, &mut errors) {
+            streams.insert(name.clone(), plan.schema.clone());
+            sources.push(plan);
+        }
+        streams.insert(format!("{name}.dead_letter"), dead_letter_schema());
+    }
+    // Streams whose producer failed validation: their consumers are not checked further.
+    let mut broken: BTreeSet<String> = spec
+        .sources
+        .keys()
+        .filter(|n| !streams.contains_key(*n))
+        .cloned()
+        .collect();
+
+    let mut steps = Vec::new();
+    for name in spec.steps.keys() {
+        check_name("steps", name, &mut errors);
+        if spec.sources.contains_key(name) {
+            errors.push(SpecError::new(
+                format!("steps.{name}"),
+                format!("`{name}` is already the name of a source"),
+            ));
+        }
+    }
+    for name in order_steps(spec, &mut errors) {
+        let step = &spec.steps[name];
+        let from = step.from.as_str();
+        let input = match resolve(from, spec) {
+            None => {
+                errors.push(SpecError::new(
+                    format!("steps.{name}.from"),
+                    format!("unknown stream `{from}` (known: {})", known_streams(spec)),
+                ));
+                None
+            }
+            Some(Producer::Late(up)) if spec.steps[up].window.is_none() => {
+                errors.push(SpecError::new(
+                    format!("steps.{name}.from"),
+                    format!("step `{up}` has no late output: only window steps do"),
+                ));
+                None
+            }
+            Some(_) if broken.contains(from) || broken.contains(from.trim_end_matches(".late")) => {
+                None
+            }
+            Some(_) => streams.get(from).cloned(),
+        };
+        let planned = input.and_then(|schema| {
+            plan_step(name, step, &schema, &mut errors).map(|(op, out)| (op, out, schema))
+        });
+        match planned {
+            Some((op, schema, input_schema)) => {
+                streams.insert(name.to_string(), schema.clone());
+                if matches!(op, StepOp::Window { .. }) {
+                    streams.insert(format!("{name}.late"), input_schema);
+                }
+                steps.push(StepPlan {
+                    name: name.to_string(),
+                    input: from.to_string(),
+                    schema,
+                    op,
+                });
+            }
+            None => {
+                broken.insert(name.to_string());
+            }
+        }
+    }
+    // Steps caught in a cycle were never ordered.
+    for name in spec.steps.keys() {
+        if !steps.iter().any(|s| &s.name == name) {
+            broken.insert(name.clone());
+        }
+    }
+
+    let mut sinks = Vec::new();
+    for (name, s) in &spec.sinks {
+        check_name("sinks", name, &mut errors);
+        let from = s.from.as_str();
+        let columns = match streams.get(from) {
+            Some(schema) => schema.fields().iter().map(|f| f.name.clone()).collect(),
+            None if resolve(from, spec).is_some() => {
+                if !broken.contains(from) && !broken.contains(from.trim_end_matches(".late")) {
+                    errors.push(SpecError::new(
+                        format!("sinks.{name}.from"),
+                        format!("`{from}` has no such output"),
+                    ));
+                }
+                continue;
+            }
+            None => {
+                errors.push(SpecError::new(
+                    format!("sinks.{name}.from"),
+                    format!("unknown stream `{from}` (known: {})", known_streams(spec)),
+                ));
+                continue;
+            }
+        };
+        if let Some(plan) = plan_sink(name, s, columns, &mut errors) {
+            sinks.push(plan);
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(SpecErrors(errors));
+    }
+    Ok(Plan {
+        name: spec.name.clone(),
+        parallelism: spec.parallelism.unwrap_or(1),
+        key_groups,
+        tick,
+        checkpoint,
+        sources,
+        steps,
+        sinks,
+        streams,
+    })
+}
