@@ -271,6 +271,23 @@ fn names_and_checkpoint_section() {
 }
 
 #[test]
+fn file_sinks_that_would_overwrite_each_other_or_the_input() {
+    assert_error(
+        &job("  a: { from: pay, filter: \"true\" }", "  o1: { from: a, kind: file, path: out/x.jsonl }\n  o2: { from: pay, kind: file, path: out/x.jsonl }"),
+        "sinks.o2.path",
+        "also the path of sink `o1`",
+    );
+    assert_error(
+        &job(
+            "  a: { from: pay, filter: \"true\" }",
+            "  o: { from: a, kind: file, path: /tmp/payments.jsonl }",
+        ),
+        "sinks.o.path",
+        "read by source `pay`",
+    );
+}
+
+#[test]
 fn not_a_document() {
     assert_error("name: [unclosed", "", "not a valid YAML/JSON document");
     assert_error("- just\n- a list\n", "", "a job spec is a mapping");

@@ -317,6 +317,8 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
         }
     }
 
+    check_sink_paths(&sources, &sinks, &mut errors);
+
     if !errors.is_empty() {
         return Err(SpecErrors(errors));
     }
@@ -331,4 +333,44 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
         sinks,
         streams,
     })
+}
+
+/// A file sink must not share its path with another file sink, nor write over a file the job
+/// reads.
+fn check_sink_paths(sources: &[SourcePlan], sinks: &[SinkPlan], errors: &mut Vec<SpecError>) {
+    let inputs: Vec<(&str, PathBuf)> = sources
+        .iter()
+        .flat_map(|s| match &s.input {
+            SourceInput::File { patterns, .. } => patterns
+                .iter()
+                .map(|p| (s.name.as_str(), PathBuf::from(p)))
+                .collect(),
+            SourceInput::Generator(_) => Vec::new(),
+        })
+        .collect();
+    let mut seen: Vec<(&str, &PathBuf)> = Vec::new();
+    for sink in sinks {
+        let SinkOp::File { path, .. } = &sink.op else {
+            continue;
+        };
+        if let Some((other, _)) = seen.iter().find(|(_, p)| *p == path) {
+            errors.push(SpecError::new(
+                format!("sinks.{}.path", sink.name),
+                format!(
+                    "`{}` is also the path of sink `{other}`: each file sink needs its own file",
+                    path.display()
+                ),
+            ));
+        }
+        if let Some((source, _)) = inputs.iter().find(|(_, p)| p == path) {
+            errors.push(SpecError::new(
+                format!("sinks.{}.path", sink.name),
+                format!(
+                    "`{}` is read by source `{source}`: writing it would destroy the input",
+                    path.display()
+                ),
+            ));
+        }
+        seen.push((&sink.name, path));
+    }
 }
