@@ -18,7 +18,7 @@ use weir_operators::sink::{
 };
 use weir_operators::source::file::{plan_splits, JsonLinesReader};
 use weir_operators::source::generator::{GeneratorReader, Pools};
-use weir_operators::source::{source, PartitionReader, SourceConfig};
+use weir_operators::source::{source, PartitionReader, Partitions, SourceConfig};
 use weir_operators::window::{WindowAggregate, WindowConfig};
 
 use crate::plan::{Plan, SinkOp, SourceInput, SourcePlan, StepOp};
@@ -127,7 +127,7 @@ pub fn build<'scope>(
             on_error: source_plan.on_error,
             max_inflight_epochs: ctx.max_inflight_epochs,
         };
-        let readers = readers_for(source_plan, worker, peers)?;
+        let readers = Partitions::fixed(readers_for(source_plan, worker, peers)?);
         let out = source(
             scope,
             config,
@@ -198,12 +198,11 @@ pub fn build<'scope>(
             .get(&sink.input)
             .cloned()
             .ok_or_else(|| format!("sink `{}`: input `{}` was not built", sink.name, sink.input))?;
-        let input = input.probe_with(&probe);
         let name = format!("sink.{}", sink.name);
         // File and stdout sinks gather encoded lines on worker 0, which alone writes.
         let (writer, format): (Option<Box<dyn LineWriter>>, _) = match &sink.op {
             SinkOp::Null => {
-                null_sink(input, &name, ctx.stats.clone());
+                null_sink(input, &name, ctx.stats.clone()).probe_with(&probe);
                 continue;
             }
             SinkOp::File { path, format } if worker == 0 => {

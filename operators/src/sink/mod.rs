@@ -60,50 +60,57 @@ pub trait LineWriter: 'static {
     fn finish(&mut self) -> Result<(), String>;
 }
 
+/// The progress of a sink: no data, but its frontier passes an epoch only once the sink has
+/// made that epoch's output durable. Sources watch it (through a probe) for backpressure and
+/// to know which input positions are safe to acknowledge.
+pub type Done<'scope> = StreamVec<'scope, Epoch, ()>;
+
 /// Gathers lines on worker 0 and hands each complete epoch, sorted, to `writer`.
-pub fn write_sorted_lines(
-    lines: StreamVec<'_, Epoch, Line>,
+pub fn write_sorted_lines<'scope>(
+    lines: StreamVec<'scope, Epoch, Line>,
     name: &str,
     mut writer: Option<Box<dyn LineWriter>>,
     stats: Arc<JobStats>,
     failures: Failures,
-) {
-    let name = name.to_string();
+) -> Done<'scope> {
+    let sink_name = name.to_string();
     let mut pending: BTreeMap<Epoch, Vec<Line>> = BTreeMap::new();
-    lines.sink(
+    lines.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Exchange::new(|_: &Line| 0),
-        &name.clone(),
-        move |(input, frontier)| {
-            input.for_each_stamp(|cap, data| {
-                if let Some(&epoch) = cap.least() {
-                    let entry = pending.entry(epoch).or_default();
-                    for batch in data {
-                        entry.append(batch);
+        name,
+        move |_cap, _info| {
+            move |(input, frontier), _output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(&epoch) = cap.least() {
+                        let entry = pending.entry(epoch).or_default();
+                        for batch in data {
+                            entry.append(batch);
+                        }
+                    }
+                });
+                let Some(out) = writer.as_mut() else { return };
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let mut lines = entry.remove();
+                    lines.sort_unstable();
+                    stats.add_out(lines.len() as u64);
+                    if let Err(e) = out.write_epoch(&lines) {
+                        failures.report(format!("sink `{sink_name}`: {e}"));
+                        writer = None;
+                        return;
                     }
                 }
-            });
-            let Some(out) = writer.as_mut() else { return };
-            while let Some(entry) = pending.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                let mut lines = entry.remove();
-                lines.sort_unstable();
-                stats.add_out(lines.len() as u64);
-                if let Err(e) = out.write_epoch(&lines) {
-                    failures.report(format!("sink `{name}`: {e}"));
+                if frontier.is_empty() {
+                    if let Err(e) = out.finish() {
+                        failures.report(format!("sink `{sink_name}`: {e}"));
+                    }
                     writer = None;
-                    return;
                 }
-            }
-            if frontier.is_empty() {
-                if let Err(e) = out.finish() {
-                    failures.report(format!("sink `{name}`: {e}"));
-                }
-                writer = None;
             }
         },
-    );
+    )
 }
 
 /// Writes lines to standard output.
@@ -126,13 +133,15 @@ impl LineWriter for StdoutWriter {
 }
 
 /// Counts records and drops them (benchmarks, dry runs).
-pub fn null_sink(stream: StreamVec<'_, Epoch, Event>, name: &str, stats: Arc<JobStats>) {
-    stream.sink(Pipeline, name, move |(input, _frontier)| {
-        input.for_each_stamp(|_cap, data| {
-            for batch in data {
-                stats.add_out(batch.len() as u64);
-                batch.clear();
-            }
-        });
-    });
+pub fn null_sink<'scope>(stream: StreamVec<'scope, Epoch, Event>, name: &str, stats: Arc<JobStats>) -> Done<'scope> {
+    stream.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, name, move |_cap, _info| {
+        move |input, _output| {
+            input.for_each_stamp(|_cap, data| {
+                for batch in data {
+                    stats.add_out(batch.len() as u64);
+                    batch.clear();
+                }
+            });
+        }
+    })
 }

@@ -13,6 +13,7 @@
 pub mod file;
 pub mod generator;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,12 +117,45 @@ impl<'a> Emitter<'a> {
     }
 }
 
+/// Wakes the source operator from another thread (a client library's callback).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
 /// One partition of a source, read on one worker.
 pub trait PartitionReader {
     /// Where this partition reads from (file and byte range, partition number).
     fn location(&self) -> &str;
-    /// Reads up to about `max` records into `out`.
+    /// Reads up to about `max` records into `out`. Never blocks: with nothing to read it
+    /// returns [`ReadStatus::Waiting`].
     fn read(&mut self, max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String>;
+    /// Gives the reader a way to wake the source when input arrives, instead of being polled.
+    fn set_waker(&mut self, _waker: Waker) {}
+    /// The source closed `epoch`: everything read so far belongs to it or earlier ones. Readers
+    /// remember their position here.
+    fn epoch_closed(&mut self, _epoch: Epoch) {}
+    /// Every operator downstream has finished `epoch` and the sinks have made it durable.
+    fn epoch_done(&mut self, _epoch: Epoch) {}
+}
+
+/// Partitions that appear while a source runs (new Kafka partitions).
+pub trait PartitionDiscovery {
+    /// Readers for partitions found since the last call, that this worker reads. Never blocks.
+    fn poll(&mut self) -> Vec<Box<dyn PartitionReader>>;
+}
+
+/// What one worker of a source reads.
+#[derive(Default)]
+pub struct Partitions {
+    /// Readers of the partitions known at start.
+    pub readers: Vec<Box<dyn PartitionReader>>,
+    /// Where later partitions come from; a source with discovery never ends on its own.
+    pub discovery: Option<Box<dyn PartitionDiscovery>>,
+}
+
+impl Partitions {
+    /// A fixed set of partitions.
+    pub fn fixed(readers: Vec<Box<dyn PartitionReader>>) -> Self {
+        Partitions { readers, discovery: None }
+    }
 }
 
 /// Source settings shared by every kind of source.
@@ -171,7 +205,7 @@ const SLICE: Duration = Duration::from_millis(2);
 pub fn source<'scope>(
     scope: Scope<'scope, Epoch>,
     config: SourceConfig,
-    readers: Vec<Box<dyn PartitionReader>>,
+    partitions: Partitions,
     progress: Option<ProbeHandle<Epoch>>,
     stats: Arc<JobStats>,
     failures: Failures,
@@ -179,7 +213,7 @@ pub fn source<'scope>(
     let worker = scope.index() as u32;
     let mut builder = OperatorBuilder::new(format!("source.{}", config.name), scope);
     let info = builder.operator_info();
-    let activator = scope.activator_for(info.address);
+    let activator = scope.activator_for(info.address.clone());
     let (events_out, events) = builder.new_output();
     let (dead_out, dead_letters) = builder.new_output();
     let (wm_out, local_watermarks) = builder.new_output();
@@ -191,19 +225,27 @@ pub fn source<'scope>(
         OutputBuilder::from(wm_out);
 
     let watermark_name = format!("watermark.{}", config.name);
+    let sync = scope.worker().sync_activator_for(info.address.to_vec());
+    let waker: Waker = Arc::new(move || {
+        // The dataflow may be gone when a client library calls back late: nothing to wake.
+        let _ = sync.activate();
+    });
     let start = Instant::now();
-    let mut partitions: Vec<Partition> = readers
-        .into_iter()
-        .map(|reader| Partition {
+    let ooo = config.max_out_of_orderness;
+    let new_partition = move |mut reader: Box<dyn PartitionReader>, waker: &Waker| {
+        reader.set_waker(waker.clone());
+        Partition {
             reader,
-            watermark: PartitionWatermark::new(config.max_out_of_orderness),
+            watermark: PartitionWatermark::new(ooo),
             done: false,
             waiting_until: None,
             last_input: start,
-        })
-        .collect();
+        }
+    };
+    let Partitions { readers, mut discovery } = partitions;
+    let mut partitions: Vec<Partition> = readers.into_iter().map(|r| new_partition(r, &waker)).collect();
 
-    builder.build(move |initial| {
+    builder.build_reschedule(move |initial| {
         let mut caps: Option<Vec<Capability<Epoch>>> = Some(initial);
         let mut epoch: Epoch = 0;
         let mut epoch_started = Instant::now();
@@ -212,15 +254,40 @@ pub fn source<'scope>(
         let mut events_buf: Vec<Event> = Vec::with_capacity(BATCH);
         let mut bad_buf: Vec<BadInput> = Vec::new();
         let mut next = 0usize;
+        // Closed epochs whose completion downstream the readers have not heard of yet.
+        let mut closed: VecDeque<Epoch> = VecDeque::new();
 
         move |_frontiers| {
-            let Some(held) = caps.as_mut() else { return };
+            // Tell readers which epochs the sinks have finished (for committing positions).
+            if let Some(probe) = &progress {
+                while let Some(&e) = closed.front() {
+                    if probe.less_equal(&e) {
+                        break;
+                    }
+                    closed.pop_front();
+                    partitions.iter_mut().for_each(|p| p.reader.epoch_done(e));
+                }
+            } else {
+                closed.clear();
+            }
+            let Some(held) = caps.as_mut() else {
+                // Finished reading: stay until downstream has finished every closed epoch.
+                if !closed.is_empty() {
+                    activator.activate_after(Duration::from_millis(10));
+                }
+                return !closed.is_empty();
+            };
+            if let Some(d) = discovery.as_mut() {
+                for reader in d.poll() {
+                    partitions.push(new_partition(reader, &waker));
+                }
+            }
             let now = Instant::now();
             let behind = progress.as_ref().is_some_and(|p| {
                 p.less_than(&epoch.saturating_sub(config.max_inflight_epochs))
             });
             let mut failed = false;
-            if !behind {
+            if !behind && !partitions.is_empty() {
                 let mut read = 0usize;
                 let mut visited = 0;
                 while read < BATCH && visited < partitions.len() && now.elapsed() < SLICE {
@@ -248,11 +315,14 @@ pub fn source<'scope>(
                         Ok(ReadStatus::Waiting(d)) => p.waiting_until = Some(now + d),
                         Ok(ReadStatus::Done) => p.done = true,
                         Err(message) => {
-                            failures.report(SourceError {
-                                source_name: config.name.clone(),
-                                location: p.reader.location().to_string(),
-                                message,
-                            }.to_string());
+                            failures.report(
+                                SourceError {
+                                    source_name: config.name.clone(),
+                                    location: p.reader.location().to_string(),
+                                    message,
+                                }
+                                .to_string(),
+                            );
                             failed = true;
                         }
                     }
@@ -297,7 +367,7 @@ pub fn source<'scope>(
             if failed {
                 // Stop without the end-of-stream watermark: windows are not flushed.
                 caps = None;
-                return;
+                return false;
             }
 
             // The local watermark: minimum over live partitions that are not idle.
@@ -306,7 +376,8 @@ pub fn source<'scope>(
                 .iter()
                 .filter(|p| config.idle_timeout.is_none_or(|t| now.duration_since(p.last_input) < t))
                 .collect();
-            let (local, idle) = if live.is_empty() {
+            let ended = live.is_empty() && discovery.is_none();
+            let (local, idle) = if ended {
                 (WATERMARK_END, false)
             } else if active.is_empty() {
                 (reported, true)
@@ -319,11 +390,16 @@ pub fn source<'scope>(
                 let report = LocalWatermark { worker, watermark: reported, idle };
                 wm_out.activate().session(&held[2]).give(report);
             }
-            if live.is_empty() {
+            if ended {
+                partitions.iter_mut().for_each(|p| p.reader.epoch_closed(epoch));
+                closed.push_back(epoch);
                 caps = None;
-                return;
+                activator.activate();
+                return true;
             }
             if now.duration_since(epoch_started) >= config.tick {
+                partitions.iter_mut().for_each(|p| p.reader.epoch_closed(epoch));
+                closed.push_back(epoch);
                 epoch += 1;
                 epoch_started = now;
                 for cap in held.iter_mut() {
@@ -346,6 +422,7 @@ pub fn source<'scope>(
                 let pause = if behind { Duration::from_millis(1) } else { wake.unwrap_or(until_tick) };
                 activator.activate_after(pause.min(until_tick).max(Duration::from_micros(100)));
             }
+            true
         }
     });
 
