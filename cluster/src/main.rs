@@ -28,5 +28,6 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+        Err(cli::CliError::Different) => ExitCode::from(1),
     }
 }

@@ -21,7 +21,7 @@ use weir_operators::source::generator::{GeneratorReader, Pools};
 use weir_operators::source::{source, PartitionReader, Partitions, SourceConfig};
 use weir_operators::window::{WindowAggregate, WindowConfig};
 
-use crate::plan::{Plan, SinkOp, SourceInput, SourcePlan, StepOp};
+use crate::plan::{KafkaInput, KafkaOutput, Plan, SinkOp, SourceInput, SourcePlan, StepOp};
 
 /// Where operator state is snapshotted and restored from, and when.
 #[derive(Clone)]
@@ -57,7 +57,66 @@ impl BuildContext {
     }
 }
 
-/// Opens the partitions of `source` that `worker` (of `peers`) reads.
+/// Opens the partitions of `source` that `worker` (of `peers`) reads (for Kafka, this waits
+/// for the brokers, up to the source's `connect_timeout`).
+pub fn partitions_for(
+    source: &SourcePlan,
+    job: &str,
+    worker: usize,
+    peers: usize,
+) -> Result<Partitions, String> {
+    match &source.input {
+        SourceInput::Kafka(k) => kafka_partitions(source, k, job, worker, peers),
+        _ => readers_for(source, worker, peers).map(Partitions::fixed),
+    }
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_partitions(
+    source: &SourcePlan,
+    k: &KafkaInput,
+    job: &str,
+    worker: usize,
+    peers: usize,
+) -> Result<Partitions, String> {
+    use weir_operators::kafka::{open_partitions, Connection, KafkaSourceConfig};
+    let config = KafkaSourceConfig {
+        name: source.name.clone(),
+        connection: Connection {
+            brokers: k.brokers.clone(),
+            properties: k.properties.clone(),
+            connect_timeout: k.connect_timeout,
+        },
+        topic: k.topic.clone(),
+        group: k
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("weir-{job}-{}", source.name)),
+        start: k.start.clone(),
+        until: k.until.clone(),
+        discovery: k.discovery,
+        schema: source.schema.clone(),
+        ts_column: source.ts_column,
+        metadata: k.metadata,
+    };
+    open_partitions(&config, worker, peers).map_err(|e| format!("source `{}`: {e}", source.name))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_partitions(
+    source: &SourcePlan,
+    _: &KafkaInput,
+    _: &str,
+    _: usize,
+    _: usize,
+) -> Result<Partitions, String> {
+    Err(format!(
+        "source `{}`: this weir was built without Kafka support (cargo feature `kafka`)",
+        source.name
+    ))
+}
+
+/// Opens the file and generator partitions of `source` that `worker` (of `peers`) reads.
 pub fn readers_for(
     source: &SourcePlan,
     worker: usize,
@@ -83,6 +142,10 @@ pub fn readers_for(
                 })
                 .collect())
         }
+        SourceInput::Kafka(_) => Err(format!(
+            "source `{}` reads Kafka: use partitions_for",
+            source.name
+        )),
         SourceInput::Generator(config) => {
             let config = Arc::new(config.clone());
             let pools = Arc::new(Pools::new(config.cardinalities));
@@ -127,7 +190,7 @@ pub fn build<'scope>(
             on_error: source_plan.on_error,
             max_inflight_epochs: ctx.max_inflight_epochs,
         };
-        let readers = Partitions::fixed(readers_for(source_plan, worker, peers)?);
+        let readers = partitions_for(source_plan, &plan.name, worker, peers)?;
         let out = source(
             scope,
             config,
@@ -205,6 +268,11 @@ pub fn build<'scope>(
                 null_sink(input, &name, ctx.stats.clone()).probe_with(&probe);
                 continue;
             }
+            SinkOp::Kafka(k) => {
+                kafka_sink_for(input, &sink.name, &sink.columns, k, &plan.name, ctx)?
+                    .probe_with(&probe);
+                continue;
+            }
             SinkOp::File { path, format } if worker == 0 => {
                 let file = SortedJsonFile::create(path)
                     .map_err(|e| format!("sink `{}`: {e}", sink.name))?;
@@ -223,4 +291,47 @@ pub fn build<'scope>(
         );
     }
     Ok(probe)
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_sink_for<'scope>(
+    input: StreamVec<'scope, Epoch, Event>,
+    name: &str,
+    columns: &[String],
+    k: &KafkaOutput,
+    job: &str,
+    ctx: &BuildContext,
+) -> Result<weir_operators::sink::Done<'scope>, String> {
+    use std::time::Duration;
+    use weir_operators::kafka::{kafka_sink, Connection, KafkaSinkConfig};
+    let config = KafkaSinkConfig {
+        name: name.to_string(),
+        job: job.to_string(),
+        connection: Connection {
+            brokers: k.brokers.clone(),
+            properties: k.properties.clone(),
+            connect_timeout: Duration::from_secs(30),
+        },
+        topic: k.topic.clone(),
+        key: k.key.clone(),
+        columns: columns.to_vec(),
+        format: k.format,
+        partitions: k.partitions,
+    };
+    kafka_sink(input, config, ctx.stats.clone(), ctx.failures.clone())
+        .map_err(|e| format!("sink `{name}`: {e}"))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_sink_for<'scope>(
+    _: StreamVec<'scope, Epoch, Event>,
+    name: &str,
+    _: &[String],
+    _: &KafkaOutput,
+    _: &str,
+    _: &BuildContext,
+) -> Result<weir_operators::sink::Done<'scope>, String> {
+    Err(format!(
+        "sink `{name}`: this weir was built without Kafka support (cargo feature `kafka`)"
+    ))
 }

@@ -3,9 +3,20 @@
 use std::fmt::{self, Write};
 
 use weir_engine::data::time::format_rfc3339;
+use weir_operators::kafka::{EndMode, StartMode};
 use weir_operators::window::WindowKind;
 
 use crate::plan::{Plan, SinkOp, SourceInput, StepOp};
+
+fn start_text(start: &StartMode) -> String {
+    match start {
+        StartMode::Earliest => "earliest".into(),
+        StartMode::Latest => "latest".into(),
+        StartMode::Group => "the group's offsets".into(),
+        StartMode::Timestamp(ms) => format_rfc3339(*ms),
+        StartMode::Offsets(o) => format!("offsets {o:?}"),
+    }
+}
 
 fn duration(ms: i64) -> String {
     humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
@@ -42,6 +53,22 @@ impl fmt::Display for Plan {
                         patterns.join(", "),
                         split_size >> 20
                     )
+                }
+                SourceInput::Kafka(k) => {
+                    let mut w = format!(
+                        "kafka topic {} on {} from {}",
+                        k.topic,
+                        k.brokers,
+                        start_text(&k.start)
+                    );
+                    match &k.until {
+                        Some(EndMode::Latest) => w.push_str(" to the end at start"),
+                        Some(EndMode::Timestamp(ms)) => {
+                            let _ = write!(w, " to {}", format_rfc3339(*ms));
+                        }
+                        None => w.push_str(", endless"),
+                    }
+                    w
                 }
                 SourceInput::Generator(g) => {
                     let mut w = format!(
@@ -147,6 +174,15 @@ impl fmt::Display for Plan {
                 SinkOp::File { path, .. } => format!("file {}", path.display()),
                 SinkOp::Stdout { .. } => "stdout".to_string(),
                 SinkOp::Null => "blackhole (counted, dropped)".to_string(),
+                SinkOp::Kafka(k) => format!(
+                    "kafka topic {} on {}{}",
+                    k.topic,
+                    k.brokers,
+                    k.key
+                        .as_ref()
+                        .map(|e| format!(", key {e}"))
+                        .unwrap_or_default()
+                ),
             };
             writeln!(f, "  {:<20} ← {}: {what}", s.name, s.input)?;
         }

@@ -5,6 +5,7 @@ pub mod build;
 mod describe;
 pub mod error;
 pub mod plan;
+pub mod replay;
 pub mod run;
 pub mod spec;
 

@@ -214,6 +214,33 @@ pub struct SourceSpec {
     /// generator: distinct devices (default 5000).
     #[serde(default)]
     pub devices: Option<u64>,
+    /// kafka: bootstrap servers, `host:port[,host:port]`.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// kafka: the topic.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// kafka: `earliest` (default), `latest`, `group`, `timestamp:<RFC 3339>`,
+    /// `offsets:{0: 42, 1: 17}` — or `{timestamp: ...}` / `{offsets: {0: 42}}`.
+    #[serde(default)]
+    pub start: Option<serde_json::Value>,
+    /// kafka: stop at `latest` (the end when the job starts) or `timestamp:<RFC 3339>`;
+    /// without it the source never ends.
+    #[serde(default)]
+    pub until: Option<String>,
+    /// kafka: consumer group for `start: group` and for lag monitoring (default
+    /// `weir-<job>-<source>`).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// kafka: librdkafka properties passed through (SASL, TLS, tuning).
+    #[serde(default)]
+    pub properties: Option<IndexMap<String, serde_json::Value>>,
+    /// kafka: how often to look for new partitions (default 10s; 0s turns it off).
+    #[serde(default)]
+    pub partition_discovery: Option<Dur>,
+    /// kafka: how long to wait for the brokers when the job starts (default 30s).
+    #[serde(default)]
+    pub connect_timeout: Option<Dur>,
 }
 
 /// The `window:` of a window step.
@@ -266,14 +293,38 @@ pub struct StepSpec {
 pub struct SinkSpec {
     /// The stream written.
     pub from: String,
-    /// `file`, `stdout` or `blackhole` (counted and dropped).
+    /// `file`, `stdout`, `kafka` or `blackhole` (counted and dropped).
     pub kind: String,
     /// file: output path.
     #[serde(default)]
     pub path: Option<String>,
-    /// file, stdout: `rfc3339` (default) or `millis`.
+    /// file, stdout, kafka: `rfc3339` (default) or `millis`.
     #[serde(default)]
     pub timestamp_format: Option<String>,
+    /// kafka: bootstrap servers.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// kafka: the topic.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// kafka: the message key, an SQL expression over the row (e.g. `user_id`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// kafka: `none`, `gzip`, `snappy`, `lz4` (default) or `zstd`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// kafka: how long the producer waits to fill a batch (default 20ms).
+    #[serde(default)]
+    pub linger: Option<Dur>,
+    /// kafka: the most bytes in one batch (default librdkafka's).
+    #[serde(default)]
+    pub batch_size: Option<u64>,
+    /// kafka: partitions of the topic when the sink creates it (default 1).
+    #[serde(default)]
+    pub partitions: Option<i32>,
+    /// kafka: librdkafka properties passed through (SASL, TLS, tuning).
+    #[serde(default)]
+    pub properties: Option<IndexMap<String, serde_json::Value>>,
 }
 
 /// Parses a spec from YAML or JSON text (JSON is YAML).

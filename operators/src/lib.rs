@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod expr;
 pub mod filter_project;
+pub mod kafka;
 pub mod keyed;
 pub mod sink;
 pub mod source;

@@ -9,7 +9,9 @@ use weir_engine::data::{Row, Value};
 use weir_engine::event::{Epoch, WATERMARK_END};
 use weir_engine::failure::Failures;
 use weir_operators::source::generator::{GeneratorConfig, GeneratorReader, Pools, StreamKind};
-use weir_operators::source::{source, Partitions, Emitter, OnError, PartitionReader, ReadStatus, SourceConfig};
+use weir_operators::source::{
+    source, Emitter, OnError, PartitionReader, Partitions, ReadStatus, SourceConfig,
+};
 
 /// Emits event times `0, 10, 20, ...` up to `count` records (one per `pace`, when set), then
 /// either ends or waits — an idle partition — until `then_idle_until`.

@@ -1,5 +1,6 @@
 //! The command line.
 
+mod diff;
 mod gen;
 mod progress;
 mod run;
@@ -23,8 +24,12 @@ enum Command {
     Run(run::RunArgs),
     /// Check a job spec and print its plan, or every error with its path.
     Validate(ValidateArgs),
-    /// Write a synthetic stream (clicks, iot, payments, device_profiles) as JSON lines.
+    /// Write a synthetic stream (clicks, iot, payments, device_profiles) as JSON lines to a
+    /// file or a Kafka topic, or replay a JSON-lines file into a topic.
     Gen(gen::GenArgs),
+    /// Compare two outputs (files or kafka://HOST:PORT/TOPIC) as sets of rows; exit 1 when
+    /// they differ.
+    Diff(diff::DiffArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +47,8 @@ pub enum CliError {
     Usage(String),
     /// The work itself failed.
     Failed(anyhow::Error),
+    /// `weir diff` found differences (already printed).
+    Different,
 }
 
 impl From<anyhow::Error> for CliError {
@@ -76,5 +83,6 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Gen(args) => gen::gen(args),
+        Command::Diff(args) => diff::diff(args),
     }
 }

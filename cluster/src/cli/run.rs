@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::anyhow;
 use weir_engine::runtime::{read_hosts_file, ClusterConfig};
 use weir_engine::stats::JobStats;
+use weir_jobs::replay::split_source_option;
 use weir_jobs::run::{run as run_plan, RunOptions};
+use weir_operators::kafka::{EndMode, StartMode};
 
 use super::progress::Progress;
 use super::{load, CliError};
@@ -38,6 +40,18 @@ pub struct RunArgs {
     /// Progress on stderr: auto (when it is a terminal), always or never.
     #[arg(long, default_value = "auto")]
     progress: String,
+    /// Where Kafka sources start: `earliest`, `latest`, `group`, `timestamp:<RFC 3339>`,
+    /// `offsets:0=42,1=17`; `SOURCE=MODE` for one source (repeatable).
+    #[arg(long, value_name = "[SOURCE=]MODE")]
+    start: Vec<String>,
+    /// Where Kafka sources stop: `latest` (their end when the job starts) or
+    /// `timestamp:<RFC 3339>`; `SOURCE=END` for one source (repeatable).
+    #[arg(long, value_name = "[SOURCE=]END")]
+    until: Vec<String>,
+    /// Write every sink to its shadow instead (topic `<topic>.<SUFFIX>`, file
+    /// `<path>.<SUFFIX>`), so a reprocessing run never touches live output.
+    #[arg(long, value_name = "SUFFIX")]
+    shadow: Option<String>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -45,7 +59,20 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: RunArgs) -> Result<(), CliError> {
-    let plan = load(&args.spec, &args.set)?;
+    let mut plan = load(&args.spec, &args.set)?;
+    for start in &args.start {
+        let (source, mode) = split_source_option(start);
+        let mode = StartMode::parse(mode).map_err(|e| CliError::Usage(format!("--start: {e}")))?;
+        plan.set_start(source, mode).map_err(CliError::Usage)?;
+    }
+    for until in &args.until {
+        let (source, end) = split_source_option(until);
+        let end = EndMode::parse(end).map_err(|e| CliError::Usage(format!("--until: {e}")))?;
+        plan.set_until(source, end).map_err(CliError::Usage)?;
+    }
+    if let Some(suffix) = &args.shadow {
+        plan.shadow(suffix).map_err(CliError::Usage)?;
+    }
     let workers = args.workers.unwrap_or(plan.parallelism);
     let hosts = match (&args.hosts, args.processes) {
         (Some(path), _) => read_hosts_file(path).map_err(|e| CliError::Usage(e.to_string()))?,

@@ -9,7 +9,7 @@ mod sinks;
 mod sources;
 mod steps;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use weir_engine::event::dead_letter_schema;
 use weir_engine::keys::KeyGroups;
 use weir_operators::aggregate::Aggregates;
 use weir_operators::expr::Expr;
+use weir_operators::kafka::{EndMode, MetadataColumns, StartMode};
 use weir_operators::source::generator::GeneratorConfig;
 use weir_operators::source::OnError;
 use weir_operators::window::WindowKind;
@@ -96,6 +97,31 @@ pub enum SourceInput {
     },
     /// The synthetic generator.
     Generator(GeneratorConfig),
+    /// A Kafka topic.
+    Kafka(KafkaInput),
+}
+
+/// A Kafka source's settings.
+#[derive(Clone, Debug)]
+pub struct KafkaInput {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topic.
+    pub topic: String,
+    /// Consumer group (default `weir-<job>-<source>`).
+    pub group: Option<String>,
+    /// Where to start.
+    pub start: StartMode,
+    /// Where to stop; `None` for never.
+    pub until: Option<EndMode>,
+    /// librdkafka properties.
+    pub properties: BTreeMap<String, String>,
+    /// How often to look for new partitions.
+    pub discovery: Option<Duration>,
+    /// How long to wait for the brokers at start.
+    pub connect_timeout: Duration,
+    /// Metadata columns in the schema.
+    pub metadata: MetadataColumns,
 }
 
 /// A step.
@@ -164,6 +190,25 @@ pub enum SinkOp {
     },
     /// Counted, dropped.
     Null,
+    /// A Kafka topic.
+    Kafka(KafkaOutput),
+}
+
+/// A Kafka sink's settings.
+#[derive(Clone, Debug)]
+pub struct KafkaOutput {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Topic.
+    pub topic: String,
+    /// Message key expression.
+    pub key: Option<Expr>,
+    /// librdkafka properties (batching and compression included).
+    pub properties: BTreeMap<String, String>,
+    /// Timestamp encoding.
+    pub format: TimestampFormat,
+    /// Partitions when the sink creates the topic.
+    pub partitions: i32,
 }
 
 /// Validates `spec`; returns the plan or every error found.
@@ -293,8 +338,8 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
     for (name, s) in &spec.sinks {
         check_name("sinks", name, &mut errors);
         let from = s.from.as_str();
-        let columns = match streams.get(from) {
-            Some(schema) => schema.fields().iter().map(|f| f.name.clone()).collect(),
+        let schema = match streams.get(from) {
+            Some(schema) => schema.clone(),
             None if resolve(from, spec).is_some() => {
                 if !broken.contains(from) && !broken.contains(from.trim_end_matches(".late")) {
                     errors.push(SpecError::new(
@@ -312,7 +357,7 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
                 continue;
             }
         };
-        if let Some(plan) = plan_sink(name, s, columns, &mut errors) {
+        if let Some(plan) = plan_sink(name, s, &schema, &mut errors) {
             sinks.push(plan);
         }
     }
@@ -345,7 +390,7 @@ fn check_sink_paths(sources: &[SourcePlan], sinks: &[SinkPlan], errors: &mut Vec
                 .iter()
                 .map(|p| (s.name.as_str(), PathBuf::from(p)))
                 .collect(),
-            SourceInput::Generator(_) => Vec::new(),
+            SourceInput::Generator(_) | SourceInput::Kafka(_) => Vec::new(),
         })
         .collect();
     let mut seen: Vec<(&str, &PathBuf)> = Vec::new();

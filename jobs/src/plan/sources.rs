@@ -1,15 +1,18 @@
 //! Sources: kind-specific fields, schemas and event time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use weir_engine::data::time::parse_rfc3339;
-use weir_engine::data::{DataType, Field, Schema};
+use weir_engine::data::{DataType, Field, Schema, SchemaRef};
+use weir_operators::kafka::{EndMode, MetadataColumns, StartMode};
 use weir_operators::source::generator::{GeneratorConfig, StreamKind};
 use weir_operators::source::OnError;
 
 use super::check::{fraction, positive};
-use super::{SourceInput, SourcePlan};
+use super::{KafkaInput, SourceInput, SourcePlan};
 use crate::error::SpecError;
 use crate::spec::{Dur, OnErrorSpec, SourceSpec};
 
@@ -33,6 +36,14 @@ fn source_fields(s: &SourceSpec) -> Vec<(&'static str, bool)> {
         ("malformed", s.malformed.is_some()),
         ("users", s.users.is_some()),
         ("devices", s.devices.is_some()),
+        ("brokers", s.brokers.is_some()),
+        ("topic", s.topic.is_some()),
+        ("start", s.start.is_some()),
+        ("until", s.until.is_some()),
+        ("group", s.group.is_some()),
+        ("properties", s.properties.is_some()),
+        ("partition_discovery", s.partition_discovery.is_some()),
+        ("connect_timeout", s.connect_timeout.is_some()),
     ]
 }
 
@@ -138,56 +149,100 @@ pub(super) fn plan_source(
                     "must be at least 1 byte",
                 ));
             }
-            let Some(columns) = &s.schema else {
-                errors.push(SpecError::new(
-                    format!("{path}.schema"),
-                    "required for file sources: column name → type",
-                ));
-                return None;
-            };
-            let mut fields = parse_schema(&format!("{path}.schema"), columns, errors)?;
-            let Some(field) = event_time.field.as_deref() else {
-                errors.push(SpecError::new(
-                    format!("{path}.event_time.field"),
-                    "required: the column holding event time",
-                ));
-                return None;
-            };
-            let Some(ts_column) = fields.iter().position(|f| f.name == field) else {
-                errors.push(SpecError::new(
-                    format!("{path}.event_time.field"),
-                    format!(
-                        "`{field}` is not a column of the schema ({})",
-                        columns.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-                return None;
-            };
-            if !matches!(fields[ts_column].dtype, DataType::Timestamp | DataType::Int) {
-                errors.push(SpecError::new(
-                    format!("{path}.event_time.field"),
-                    format!(
-                        "`{field}` is a {}, expected timestamp or int (ms)",
-                        fields[ts_column].dtype
-                    ),
-                ));
-                return None;
-            }
-            // Without an event time a record cannot be placed in time: it is bad input.
-            fields[ts_column].nullable = false;
-            let schema = Schema::new(fields)
-                .map_err(|e| errors.push(SpecError::new(format!("{path}.schema"), e)))
-                .ok()?;
+            let (schema, ts_column) =
+                json_schema(&path, "file", s, event_time.field.as_deref(), errors)?;
             let ooo = event_time.max_out_of_orderness.map_or(0, Dur::millis);
             let split_size = s.split_size.unwrap_or(16 << 20);
             (
-                Arc::new(schema),
+                schema,
                 ts_column,
                 ooo,
                 SourceInput::File {
                     patterns,
                     split_size,
                 },
+            )
+        }
+        "kafka" => {
+            only_fields(
+                &path,
+                "kafka",
+                &set,
+                &[
+                    "brokers",
+                    "topic",
+                    "start",
+                    "until",
+                    "group",
+                    "properties",
+                    "partition_discovery",
+                    "connect_timeout",
+                    "format",
+                    "schema",
+                ],
+                errors,
+            );
+            let brokers = required_text(
+                &path,
+                "brokers",
+                &s.brokers,
+                "host:port of the bootstrap servers",
+                errors,
+            );
+            let topic = required_text(&path, "topic", &s.topic, "the topic to read", errors);
+            if let Some(f) = s
+                .format
+                .as_deref()
+                .filter(|f| !matches!(*f, "json" | "jsonl"))
+            {
+                errors.push(SpecError::new(
+                    format!("{path}.format"),
+                    format!("unknown format `{f}`: expected json"),
+                ));
+            }
+            let start = match &s.start {
+                None => Some(StartMode::Earliest),
+                Some(v) => start_mode(v)
+                    .map_err(|e| errors.push(SpecError::new(format!("{path}.start"), e)))
+                    .ok(),
+            };
+            let until = match &s.until {
+                None => Some(None),
+                Some(text) => EndMode::parse(text)
+                    .map(Some)
+                    .map_err(|e| errors.push(SpecError::new(format!("{path}.until"), e)))
+                    .ok(),
+            };
+            let properties = properties(&format!("{path}.properties"), &s.properties, errors);
+            let (schema, ts_column) =
+                json_schema(&path, "kafka", s, event_time.field.as_deref(), errors)?;
+            let metadata = metadata_columns(&format!("{path}.schema"), &schema, errors);
+            let discovery = match s.partition_discovery {
+                Some(Dur(d)) if d.is_zero() => None,
+                Some(Dur(d)) => Some(d),
+                None => Some(Duration::from_secs(10)),
+            };
+            let ooo = event_time.max_out_of_orderness.map_or(0, Dur::millis);
+            let (Some(brokers), Some(topic), Some(start), Some(until)) =
+                (brokers, topic, start, until)
+            else {
+                return None;
+            };
+            (
+                schema,
+                ts_column,
+                ooo,
+                SourceInput::Kafka(KafkaInput {
+                    brokers,
+                    topic,
+                    group: s.group.clone(),
+                    start,
+                    until,
+                    properties,
+                    discovery,
+                    connect_timeout: s.connect_timeout.map_or(Duration::from_secs(30), |d| d.0),
+                    metadata,
+                }),
             )
         }
         "generator" => {
@@ -311,4 +366,141 @@ pub(super) fn plan_source(
         on_error,
         input,
     })
+}
+
+fn required_text(
+    path: &str,
+    field: &str,
+    value: &Option<String>,
+    what: &str,
+    errors: &mut Vec<SpecError>,
+) -> Option<String> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Some(v.to_string()),
+        _ => {
+            errors.push(SpecError::new(
+                format!("{path}.{field}"),
+                format!("required: {what}"),
+            ));
+            None
+        }
+    }
+}
+
+/// The schema of a JSON source, with its event-time column (which becomes required).
+fn json_schema(
+    path: &str,
+    kind: &str,
+    s: &SourceSpec,
+    time_field: Option<&str>,
+    errors: &mut Vec<SpecError>,
+) -> Option<(SchemaRef, usize)> {
+    let Some(columns) = &s.schema else {
+        errors.push(SpecError::new(
+            format!("{path}.schema"),
+            format!("required for {kind} sources: column name → type"),
+        ));
+        return None;
+    };
+    let mut fields = parse_schema(&format!("{path}.schema"), columns, errors)?;
+    let Some(field) = time_field else {
+        errors.push(SpecError::new(
+            format!("{path}.event_time.field"),
+            "required: the column holding event time",
+        ));
+        return None;
+    };
+    let Some(ts_column) = fields.iter().position(|f| f.name == field) else {
+        errors.push(SpecError::new(
+            format!("{path}.event_time.field"),
+            format!(
+                "`{field}` is not a column of the schema ({})",
+                columns.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+        return None;
+    };
+    if !matches!(fields[ts_column].dtype, DataType::Timestamp | DataType::Int) {
+        errors.push(SpecError::new(
+            format!("{path}.event_time.field"),
+            format!(
+                "`{field}` is a {}, expected timestamp or int (ms)",
+                fields[ts_column].dtype
+            ),
+        ));
+        return None;
+    }
+    // Without an event time a record cannot be placed in time: it is bad input.
+    fields[ts_column].nullable = false;
+    let schema = Schema::new(fields)
+        .map_err(|e| errors.push(SpecError::new(format!("{path}.schema"), e)))
+        .ok()?;
+    Some((Arc::new(schema), ts_column))
+}
+
+/// `_key`, `_partition`, `_offset` and `_kafka_ts`, when the schema declares them.
+fn metadata_columns(path: &str, schema: &Schema, errors: &mut Vec<SpecError>) -> MetadataColumns {
+    let mut find = |name: &str, dtype: DataType| {
+        let i = schema.index_of(name)?;
+        if schema.field(i).dtype != dtype {
+            errors.push(SpecError::new(
+                format!("{path}.{name}"),
+                format!(
+                    "`{name}` is filled from the Kafka message and is a {dtype}, not a {}",
+                    schema.field(i).dtype
+                ),
+            ));
+        }
+        Some(i)
+    };
+    MetadataColumns {
+        key: find("_key", DataType::String),
+        partition: find("_partition", DataType::Int),
+        offset: find("_offset", DataType::Int),
+        timestamp: find("_kafka_ts", DataType::Timestamp),
+    }
+}
+
+/// `start:` as text (`timestamp:...`) or as a mapping (`{timestamp: ...}`, `{offsets: {0: 4}}`).
+fn start_mode(v: &serde_json::Value) -> Result<StartMode, String> {
+    match v {
+        serde_json::Value::String(text) => StartMode::parse(text),
+        serde_json::Value::Object(map) if map.len() == 1 => {
+            let (kind, value) = map.iter().next().expect("one entry");
+            match (kind.as_str(), value) {
+                ("timestamp", serde_json::Value::String(t)) => StartMode::parse(&format!("timestamp:{t}")),
+                ("offsets", serde_json::Value::Object(offsets)) => {
+                    let list: Vec<String> = offsets.iter().map(|(p, o)| format!("{p}={o}")).collect();
+                    StartMode::parse(&format!("offsets:{}", list.join(",")))
+                }
+                _ => Err(format!("`{kind}` is not a start mode with a value: expected {{timestamp: <RFC 3339>}} or {{offsets: {{partition: offset}}}}")),
+            }
+        }
+        other => Err(format!("`{other}` is not a start mode: expected earliest, latest, group, timestamp:<RFC 3339> or offsets:{{partition: offset}}")),
+    }
+}
+
+/// librdkafka properties: text, numbers and booleans, passed through as text.
+pub(super) fn properties(
+    path: &str,
+    props: &Option<IndexMap<String, serde_json::Value>>,
+    errors: &mut Vec<SpecError>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in props.iter().flatten() {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => {
+                errors.push(SpecError::new(
+                    format!("{path}.{k}"),
+                    format!("`{other}`: a property is text, a number or a boolean"),
+                ));
+                continue;
+            }
+        };
+        out.insert(k.clone(), text);
+    }
+    out
 }

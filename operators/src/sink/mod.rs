@@ -133,15 +133,23 @@ impl LineWriter for StdoutWriter {
 }
 
 /// Counts records and drops them (benchmarks, dry runs).
-pub fn null_sink<'scope>(stream: StreamVec<'scope, Epoch, Event>, name: &str, stats: Arc<JobStats>) -> Done<'scope> {
-    stream.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, name, move |_cap, _info| {
-        move |input, _output| {
-            input.for_each_stamp(|_cap, data| {
-                for batch in data {
-                    stats.add_out(batch.len() as u64);
-                    batch.clear();
-                }
-            });
-        }
-    })
+pub fn null_sink<'scope>(
+    stream: StreamVec<'scope, Epoch, Event>,
+    name: &str,
+    stats: Arc<JobStats>,
+) -> Done<'scope> {
+    stream.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Pipeline,
+        name,
+        move |_cap, _info| {
+            move |input, _output| {
+                input.for_each_stamp(|_cap, data| {
+                    for batch in data {
+                        stats.add_out(batch.len() as u64);
+                        batch.clear();
+                    }
+                });
+            }
+        },
+    )
 }

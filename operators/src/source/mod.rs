@@ -154,7 +154,10 @@ pub struct Partitions {
 impl Partitions {
     /// A fixed set of partitions.
     pub fn fixed(readers: Vec<Box<dyn PartitionReader>>) -> Self {
-        Partitions { readers, discovery: None }
+        Partitions {
+            readers,
+            discovery: None,
+        }
     }
 }
 
@@ -242,8 +245,14 @@ pub fn source<'scope>(
             last_input: start,
         }
     };
-    let Partitions { readers, mut discovery } = partitions;
-    let mut partitions: Vec<Partition> = readers.into_iter().map(|r| new_partition(r, &waker)).collect();
+    let Partitions {
+        readers,
+        mut discovery,
+    } = partitions;
+    let mut partitions: Vec<Partition> = readers
+        .into_iter()
+        .map(|r| new_partition(r, &waker))
+        .collect();
 
     builder.build_reschedule(move |initial| {
         let mut caps: Option<Vec<Capability<Epoch>>> = Some(initial);

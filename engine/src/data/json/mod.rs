@@ -52,12 +52,24 @@ impl JsonDecoder {
     /// Decodes one JSON object (surrounding whitespace allowed, nothing else).
     #[inline]
     pub fn decode(&mut self, line: &[u8]) -> Result<Row, String> {
+        self.decode_with(line, |_| {})
+    }
+
+    /// Decodes one JSON object, then lets `extra` set columns that do not come from the JSON
+    /// (a Kafka message's key, partition, offset and timestamp) before the row is finished.
+    #[inline]
+    pub fn decode_with(
+        &mut self,
+        line: &[u8],
+        extra: impl FnOnce(&mut RowBuilder),
+    ) -> Result<Row, String> {
         let scanned = scan::Scan::new(line)
             .and_then(|mut s| s.object(&self.schema, &self.keys, &mut self.builder));
         if let Err(e) = scanned {
             self.builder.reset();
             return Err(e);
         }
+        extra(&mut self.builder);
         self.finish_row().map_err(|e| e.to_string())
     }
 

@@ -80,8 +80,13 @@ pub enum Generated {
         /// Values.
         row: Row,
     },
-    /// A malformed input line.
-    Malformed(String),
+    /// A malformed input line, with the event time it would have had.
+    Malformed {
+        /// The damaged line.
+        line: String,
+        /// Event time of the event it was made from.
+        ts: i64,
+    },
 }
 
 /// Produces events by index.
@@ -134,10 +139,24 @@ impl Generator {
         );
         let row = self.builder.finish();
         if malformed {
-            Generated::Malformed(self.corrupt(&row, &mut rng))
+            Generated::Malformed {
+                line: self.corrupt(&row, &mut rng),
+                ts,
+            }
         } else {
             Generated::Row { ts, row }
         }
+    }
+
+    /// The stream's natural message key (user or device) of a well-formed event.
+    pub fn key<'r>(&self, row: &'r Row) -> Option<&'r str> {
+        // user_id of clicks, device_id of iot and device_profiles, user_id of payments.
+        let column = if self.config.stream == StreamKind::Payments {
+            1
+        } else {
+            0
+        };
+        row.get_str(column)
     }
 
     /// The JSON line of a well-formed event.
@@ -239,7 +258,7 @@ impl PartitionReader for GeneratorReader {
                     let error = format!("event time {ts} ms is outside years 1 to 9999 (start_time + events × time_step)");
                     out.bad(self.next as i64, error, b"");
                 }
-                Generated::Malformed(line) => {
+                Generated::Malformed { line, .. } => {
                     let error = match self.decoder.decode(line.as_bytes()) {
                         Err(e) => e,
                         Ok(_) => "malformed by the generator".to_string(),
@@ -273,7 +292,7 @@ pub fn write_jsonl(
         line.clear();
         match generator.event(i) {
             Generated::Row { row, .. } => generator.json(&row, &mut line),
-            Generated::Malformed(bad) => line.push_str(&bad),
+            Generated::Malformed { line: bad, .. } => line.push_str(&bad),
         }
         line.push('\n');
         out.write_all(line.as_bytes())?;
@@ -335,7 +354,7 @@ mod tests {
             let mut decoder = JsonDecoder::new(stream.schema());
             let mut bad = 0;
             for i in 0..2000 {
-                if let Generated::Malformed(line) = g.event(i) {
+                if let Generated::Malformed { line, .. } = g.event(i) {
                     bad += 1;
                     assert!(decoder.decode(line.as_bytes()).is_err(), "{line}");
                 }

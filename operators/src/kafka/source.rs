@@ -1,0 +1,570 @@
+//! The Kafka source: each worker's consumer reads the partitions `p` with `p % workers ==
+//! worker`, one [`PartitionReader`] per partition over its own librdkafka queue.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use weir_engine::data::{JsonDecoder, SchemaRef};
+use weir_engine::event::{Epoch, EVENT_TIME_RANGE};
+
+use super::client::{consumer, partitions_of, with_retries, Consumer_, KafkaError};
+use super::{Connection, EndMode, MetadataColumns, StartMode};
+use crate::source::{Emitter, PartitionDiscovery, PartitionReader, Partitions, ReadStatus, Waker};
+
+/// A Kafka source.
+#[derive(Clone, Debug)]
+pub struct KafkaSourceConfig {
+    /// Source name.
+    pub name: String,
+    /// Brokers and client properties.
+    pub connection: Connection,
+    /// Topic.
+    pub topic: String,
+    /// Consumer group: where `start: group` reads from and positions are mirrored to.
+    pub group: String,
+    /// Where to start.
+    pub start: StartMode,
+    /// Where to stop; `None` reads forever.
+    pub until: Option<EndMode>,
+    /// How often to look for new partitions (unbounded sources only).
+    pub discovery: Option<Duration>,
+    /// Decoded schema (with any metadata columns).
+    pub schema: SchemaRef,
+    /// Event-time column.
+    pub ts_column: usize,
+    /// Metadata columns.
+    pub metadata: MetadataColumns,
+}
+
+/// Connects, resolves start (and end) offsets, and opens the readers of `worker`'s partitions.
+/// Blocks for the brokers, up to `connect_timeout`: call it while building the dataflow.
+pub fn open_partitions(
+    config: &KafkaSourceConfig,
+    worker: usize,
+    peers: usize,
+) -> Result<Partitions, KafkaError> {
+    let conn = &config.connection;
+    let consumer = consumer(conn, &config.group)?;
+    let all = partitions_of(consumer.client(), conn, &config.topic)?;
+    let mine: Vec<i32> = all
+        .iter()
+        .copied()
+        .filter(|p| *p as usize % peers == worker)
+        .collect();
+    let starts = start_offsets(config, &consumer, &mine)?;
+    let ends = match &config.until {
+        None => BTreeMap::new(),
+        Some(end) => end_offsets(config, &consumer, &mine, end)?,
+    };
+    let mut tpl = TopicPartitionList::new();
+    for &p in &mine {
+        tpl.add_partition_offset(&config.topic, p, starts[&p])
+            .map_err(|e| super::client::client_error(conn, e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| super::client::client_error(conn, e))?;
+    let mut readers: Vec<Box<dyn PartitionReader>> = Vec::new();
+    for &p in &mine {
+        let start = match starts[&p] {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        readers.push(Box::new(KafkaReader::new(
+            config,
+            consumer.clone(),
+            p,
+            start,
+            ends.get(&p).copied(),
+        )?));
+    }
+    let discovery: Option<Box<dyn PartitionDiscovery>> =
+        match (config.until.is_none(), config.discovery) {
+            (true, Some(every)) => Some(Box::new(Discovery::start(
+                config.clone(),
+                consumer,
+                all,
+                worker,
+                peers,
+                every,
+            ))),
+            _ => None,
+        };
+    Ok(Partitions { readers, discovery })
+}
+
+fn start_offsets(
+    config: &KafkaSourceConfig,
+    consumer: &Consumer_,
+    mine: &[i32],
+) -> Result<BTreeMap<i32, Offset>, KafkaError> {
+    let conn = &config.connection;
+    let topic = &config.topic;
+    let mut out = BTreeMap::new();
+    // Logical starts are resolved now: every position is a concrete offset from the start,
+    // and "latest" is one point every worker and every reader agrees on.
+    let watermarks = |p: i32| {
+        with_retries(conn, &format!("reading the offsets of {topic}[{p}]"), |t| {
+            consumer
+                .fetch_watermarks(topic, p, t)
+                .map_err(|e| e.to_string())
+        })
+    };
+    match &config.start {
+        StartMode::Earliest => {
+            for &p in mine {
+                out.insert(p, Offset::Offset(watermarks(p)?.0));
+            }
+        }
+        StartMode::Latest => {
+            for &p in mine {
+                out.insert(p, Offset::Offset(watermarks(p)?.1));
+            }
+        }
+        StartMode::Group => {
+            let mut tpl = TopicPartitionList::new();
+            for &p in mine {
+                tpl.add_partition(topic, p);
+            }
+            let committed = with_retries(
+                conn,
+                &format!("reading the offsets of group `{}`", config.group),
+                |t| {
+                    consumer
+                        .committed_offsets(tpl.clone(), t)
+                        .map_err(|e| e.to_string())
+                },
+            )?;
+            for &p in mine {
+                let offset = committed.find_partition(topic, p).map(|e| e.offset());
+                let offset = match offset {
+                    Some(Offset::Offset(o)) => o,
+                    _ => watermarks(p)?.0,
+                };
+                out.insert(p, Offset::Offset(offset));
+            }
+        }
+        StartMode::Timestamp(ms) => {
+            for (p, offset) in offsets_for_time(config, consumer, mine, *ms)? {
+                out.insert(p, offset);
+            }
+        }
+        StartMode::Offsets(map) => {
+            for &p in mine {
+                let offset = match map.get(&p) {
+                    Some(o) => *o,
+                    None => watermarks(p)?.0,
+                };
+                out.insert(p, Offset::Offset(offset));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// For each partition, the first offset at or after `ms` (the end when there is none).
+fn offsets_for_time(
+    config: &KafkaSourceConfig,
+    consumer: &Consumer_,
+    mine: &[i32],
+    ms: i64,
+) -> Result<Vec<(i32, Offset)>, KafkaError> {
+    let topic = &config.topic;
+    let mut tpl = TopicPartitionList::new();
+    for &p in mine {
+        tpl.add_partition_offset(topic, p, Offset::Offset(ms))
+            .map_err(|e| super::client::client_error(&config.connection, e))?;
+    }
+    let found = with_retries(
+        &config.connection,
+        &format!("finding the offsets of {topic} at {ms} ms"),
+        |t| {
+            consumer
+                .offsets_for_times(tpl.clone(), t)
+                .map_err(|e| e.to_string())
+        },
+    )?;
+    let mut out = Vec::new();
+    for &p in mine {
+        let offset = found.find_partition(topic, p).map(|e| e.offset());
+        let offset = match offset {
+            Some(Offset::Offset(o)) => Offset::Offset(o),
+            // No message at or after the time: the end, as of now.
+            _ => {
+                let (_, high) = with_retries(
+                    &config.connection,
+                    &format!("reading the end of {topic}[{p}]"),
+                    |t| {
+                        consumer
+                            .fetch_watermarks(topic, p, t)
+                            .map_err(|e| e.to_string())
+                    },
+                )?;
+                Offset::Offset(high)
+            }
+        };
+        out.push((p, offset));
+    }
+    Ok(out)
+}
+
+fn end_offsets(
+    config: &KafkaSourceConfig,
+    consumer: &Consumer_,
+    mine: &[i32],
+    end: &EndMode,
+) -> Result<BTreeMap<i32, i64>, KafkaError> {
+    let topic = &config.topic;
+    let mut out = BTreeMap::new();
+    match end {
+        EndMode::Latest => {
+            for &p in mine {
+                let (_, high) = with_retries(
+                    &config.connection,
+                    &format!("reading the end of {topic}[{p}]"),
+                    |t| {
+                        consumer
+                            .fetch_watermarks(topic, p, t)
+                            .map_err(|e| e.to_string())
+                    },
+                )?;
+                out.insert(p, high);
+            }
+        }
+        EndMode::Timestamp(ms) => {
+            for (p, offset) in offsets_for_time(config, consumer, mine, *ms)? {
+                if let Offset::Offset(o) = offset {
+                    out.insert(p, o);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How often a reader mirrors its position to the consumer group.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads one partition.
+struct KafkaReader {
+    consumer: Arc<Consumer_>,
+    queue: rdkafka::consumer::base_consumer::PartitionQueue<DefaultConsumerContext>,
+    topic: String,
+    partition: i32,
+    location: String,
+    decoder: JsonDecoder,
+    ts_column: usize,
+    metadata: MetadataColumns,
+    /// Stop before this offset (bounded sources).
+    end: Option<i64>,
+    /// The next offset to read, once known.
+    position: Option<i64>,
+    /// Position at the close of each epoch not yet done downstream.
+    closed: VecDeque<(Epoch, i64)>,
+    /// Latest position whose epoch is done downstream, and when it was last committed.
+    done: Option<i64>,
+    committed: Option<(i64, Instant)>,
+    warned: Option<Instant>,
+}
+
+impl KafkaReader {
+    fn new(
+        config: &KafkaSourceConfig,
+        consumer: Arc<Consumer_>,
+        partition: i32,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> Result<Self, KafkaError> {
+        let Some(queue) = consumer.split_partition_queue(&config.topic, partition) else {
+            return Err(KafkaError::Topic {
+                topic: config.topic.clone(),
+                brokers: config.connection.brokers.clone(),
+                message: format!("cannot open a queue for partition {partition}"),
+            });
+        };
+        Ok(KafkaReader {
+            consumer,
+            queue,
+            topic: config.topic.clone(),
+            partition,
+            location: format!("{}[{partition}]", config.topic),
+            decoder: JsonDecoder::new(config.schema.clone()),
+            ts_column: config.ts_column,
+            metadata: config.metadata,
+            end,
+            position: start,
+            closed: VecDeque::new(),
+            done: None,
+            committed: None,
+            warned: None,
+        })
+    }
+
+    /// Mirrors the done position to the group: asynchronously and at most every second while
+    /// running, synchronously at the end.
+    fn commit(&mut self, mode: CommitMode) {
+        let Some(position) = self.done else { return };
+        let asynchronous = matches!(mode, CommitMode::Async);
+        if self
+            .committed
+            .is_some_and(|(c, at)| c == position || (asynchronous && at.elapsed() < COMMIT_EVERY))
+        {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(&self.topic, self.partition, Offset::Offset(position))
+            .is_ok()
+        {
+            // The group only mirrors progress for lag monitoring; failures are not fatal.
+            if let Err(e) = self.consumer.commit(&tpl, mode) {
+                tracing::debug!(
+                    "{}: committing offset {position} to the group: {e}",
+                    self.location
+                );
+            }
+            self.committed = Some((position, Instant::now()));
+        }
+    }
+
+    /// librdkafka's fetch position of this partition (a local lookup, no broker round-trip).
+    fn fetch_position(&self) -> Option<i64> {
+        let positions = self.consumer.position().ok()?;
+        match positions
+            .find_partition(&self.topic, self.partition)?
+            .offset()
+        {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Logs a client-side problem at most every few seconds.
+    fn warn(&mut self, message: impl std::fmt::Display) {
+        if self
+            .warned
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+        {
+            tracing::warn!("{}: {message}; librdkafka keeps retrying", self.location);
+            self.warned = Some(Instant::now());
+        }
+    }
+}
+
+impl PartitionReader for KafkaReader {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn set_waker(&mut self, waker: Waker) {
+        self.queue.set_nonempty_callback(move || waker());
+    }
+
+    fn read(&mut self, max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String> {
+        // Serve the consumer's own events (errors, logs): they arrive on its main queue.
+        if let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
+            self.warn(e);
+        }
+        if self
+            .end
+            .is_some_and(|end| self.position.is_some_and(|p| p >= end))
+        {
+            return Ok(ReadStatus::Done);
+        }
+        for _ in 0..max {
+            let message = match self.queue.poll(Duration::ZERO) {
+                None => {
+                    // Offsets can end in a gap (compaction, transaction markers): librdkafka's
+                    // fetch position moves past it even though no message comes.
+                    if let Some(end) = self.end {
+                        if self.fetch_position().is_some_and(|p| p >= end) {
+                            self.position = Some(end);
+                            return Ok(ReadStatus::Done);
+                        }
+                    }
+                    return Ok(ReadStatus::Waiting(Duration::from_millis(100)));
+                }
+                Some(Err(e)) => {
+                    self.warn(e);
+                    return Ok(ReadStatus::Waiting(Duration::from_millis(100)));
+                }
+                Some(Ok(m)) => m,
+            };
+            let offset = message.offset();
+            if self.end.is_some_and(|end| offset >= end) {
+                self.position = Some(offset);
+                return Ok(ReadStatus::Done);
+            }
+            self.position = Some(offset + 1);
+            let payload = message.payload().unwrap_or(b"");
+            let key = message.key();
+            let timestamp = message.timestamp().to_millis();
+            let meta = self.metadata;
+            let partition = self.partition;
+            let decoded = self.decoder.decode_with(payload, |b| {
+                if let Some(c) = meta.key {
+                    match key {
+                        Some(k) => b.set_str(c, &String::from_utf8_lossy(k)),
+                        None => b.set_null(c),
+                    }
+                }
+                if let Some(c) = meta.partition {
+                    b.set_int(c, partition as i64);
+                }
+                if let Some(c) = meta.offset {
+                    b.set_int(c, offset);
+                }
+                if let Some(c) = meta.timestamp {
+                    match timestamp {
+                        Some(ms) => b.set_ts(c, ms),
+                        None => b.set_null(c),
+                    }
+                }
+            });
+            match decoded {
+                Ok(row) => {
+                    let ts = row
+                        .get_i64(self.ts_column)
+                        .expect("the event-time column is required");
+                    if EVENT_TIME_RANGE.contains(&ts) {
+                        out.record(ts, row);
+                    } else {
+                        out.bad(
+                            offset,
+                            format!("event time {ts} ms is outside years 1 to 9999"),
+                            payload,
+                        );
+                    }
+                }
+                Err(error) => out.bad(offset, error, payload),
+            }
+            if self.end.is_some_and(|end| offset + 1 >= end) {
+                return Ok(ReadStatus::Done);
+            }
+        }
+        Ok(ReadStatus::More)
+    }
+
+    fn epoch_closed(&mut self, epoch: Epoch) {
+        if let Some(p) = self.position {
+            self.closed.push_back((epoch, p));
+        }
+    }
+
+    fn epoch_done(&mut self, epoch: Epoch) {
+        while self.closed.front().is_some_and(|(e, _)| *e <= epoch) {
+            self.done = self.closed.pop_front().map(|(_, p)| p);
+        }
+        self.commit(CommitMode::Async);
+    }
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        // Leave the group's offsets where the output is, for lag monitoring of the next run.
+        self.commit(CommitMode::Sync);
+    }
+}
+
+/// Finds partitions added while the source runs: metadata is fetched on a thread of its own.
+struct Discovery {
+    config: KafkaSourceConfig,
+    consumer: Arc<Consumer_>,
+    found: Receiver<i32>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Discovery {
+    fn start(
+        config: KafkaSourceConfig,
+        consumer: Arc<Consumer_>,
+        known: Vec<i32>,
+        worker: usize,
+        peers: usize,
+        every: Duration,
+    ) -> Self {
+        let (tx, found) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (watch, stopping, topic) = (consumer.clone(), stop.clone(), config.topic.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("weir-kafka-discovery-{}", config.name))
+            .spawn(move || {
+                let mut known: std::collections::BTreeSet<i32> = known.into_iter().collect();
+                while !stopping.load(Ordering::Relaxed) {
+                    let deadline = Instant::now() + every;
+                    while Instant::now() < deadline && !stopping.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100).min(every));
+                    }
+                    let Ok(metadata) = watch.fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    else {
+                        continue;
+                    };
+                    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+                        for p in t.partitions() {
+                            if known.insert(p.id())
+                                && p.id() as usize % peers == worker
+                                && tx.send(p.id()).is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(
+                "source `{}`: cannot start partition discovery: {e}",
+                config.name
+            );
+        }
+        Discovery {
+            config,
+            consumer,
+            found,
+            stop,
+        }
+    }
+}
+
+impl PartitionDiscovery for Discovery {
+    fn poll(&mut self) -> Vec<Box<dyn PartitionReader>> {
+        let mut readers: Vec<Box<dyn PartitionReader>> = Vec::new();
+        while let Ok(p) = self.found.try_recv() {
+            let mut tpl = TopicPartitionList::new();
+            let added = tpl
+                .add_partition_offset(&self.config.topic, p, Offset::Beginning)
+                .and_then(|_| self.consumer.incremental_assign(&tpl));
+            match added.map_err(|e| e.to_string()).and_then(|_| {
+                KafkaReader::new(&self.config, self.consumer.clone(), p, None, None)
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(reader) => {
+                    tracing::info!(
+                        "source `{}`: new partition {}[{p}], reading it from the beginning",
+                        self.config.name,
+                        self.config.topic
+                    );
+                    readers.push(Box::new(reader));
+                }
+                Err(e) => tracing::warn!(
+                    "source `{}`: cannot read new partition {}[{p}]: {e}",
+                    self.config.name,
+                    self.config.topic
+                ),
+            }
+        }
+        readers
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
