@@ -19,6 +19,34 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 cargo --version
 
+step "test tools (installed once, reused)"
+# Tools outside the clone, so CI runs on this machine reuse them.
+tools="${WEIR_TOOLS_DIR:-$HOME/.cache/weir-tools}"
+mkdir -p "$tools"
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then
+    { apt-get install -y -qq "$@" >/dev/null 2>&1; } || { apt-get update -qq >/dev/null && apt-get install -y -qq "$@" >/dev/null; }
+  else
+    sudo apt-get install -y -qq "$@" >/dev/null || { sudo apt-get update -qq >/dev/null && sudo apt-get install -y -qq "$@" >/dev/null; }
+  fi
+}
+# kcat: an independent Kafka client the tests check weir against.
+command -v kcat >/dev/null 2>&1 || { echo "installing kcat (Debian)"; apt_install kcat; }
+# noida-db: a Kafka-protocol broker (PyPI), started by the tests on free loopback ports.
+if [ ! -x "$tools/venv/bin/noida-db" ]; then
+  echo "installing noida-db (PyPI) into $tools/venv"
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "noida-db==0.2.3"
+fi
+# The server itself, not the Python launcher: the launcher answers Ctrl-C by killing the
+# server before it writes its data, and the tests restart brokers.
+WEIR_NOIDA="$("$tools/venv/bin/python" -c 'from importlib.resources import files; print(files("noida_db").joinpath("noida-db"))')"
+chmod +x "$WEIR_NOIDA"
+export WEIR_NOIDA
+echo "kcat: $(command -v kcat); broker: $WEIR_NOIDA"
+
 step "format"
 cargo fmt --all -- --check
 

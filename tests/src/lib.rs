@@ -1,5 +1,6 @@
 //! Helpers shared by weir's end-to-end tests (`tests/tests/`, `cluster/tests/`).
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -61,4 +62,142 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// A Kafka-protocol broker (noida-db) on a free loopback port, stopped when dropped.
+///
+/// The binary is `$WEIR_NOIDA`, else `~/.cache/weir-tools/venv/bin/noida-db` (where
+/// `scripts/test.sh` installs it), else `noida-db` on the `PATH`.
+pub struct KafkaBroker {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    binary: std::path::PathBuf,
+}
+
+impl KafkaBroker {
+    /// The noida server: `$WEIR_NOIDA`, else the one `scripts/test.sh` installs. A Python
+    /// launcher is resolved to the server it starts, because the launcher answers Ctrl-C by
+    /// killing the server before it has written its data.
+    fn binary() -> std::path::PathBuf {
+        let path = match std::env::var_os("WEIR_NOIDA") {
+            Some(p) => std::path::PathBuf::from(p),
+            None => {
+                let home = std::env::var_os("HOME")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_default();
+                home.join(".cache/weir-tools/venv/bin/noida-db")
+            }
+        };
+        let launcher = std::fs::read(&path)
+            .map(|b| b.starts_with(b"#!"))
+            .unwrap_or(false);
+        if !launcher {
+            return path;
+        }
+        let python = path.with_file_name("python");
+        let found = std::process::Command::new(&python)
+            .args(["-c", "from importlib.resources import files; print(files('noida_db').joinpath('noida-db'))"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        found.unwrap_or(path)
+    }
+
+    /// Starts a broker and waits (at most 30 s) until it answers.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut broker = KafkaBroker {
+            child: None,
+            port: free_port(),
+            dir,
+            binary: Self::binary(),
+        };
+        broker.restart();
+        broker
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker as Ctrl-C would (it writes its data to disk first), killing it if it
+    /// has not stopped within 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            self.signal(&child, "CONT");
+            self.signal(&child, "INT");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            self.signal(&child, "KILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing is answered.
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            self.signal(child, "STOP");
+        }
+    }
+
+    /// Thaws a paused broker.
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            self.signal(child, "CONT");
+        }
+    }
+
+    /// Signals the broker's process group (the launcher script and the server itself).
+    fn signal(&self, child: &std::process::Child, signal: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
+            .status();
+    }
+
+    /// Starts the broker again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("log file");
+        let child = std::process::Command::new(&self.binary)
+            .process_group(0)
+            .args(["start", "--only", "kafka", "--host", "127.0.0.1"])
+            .arg("--kafka-port")
+            .arg(self.port.to_string())
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the Kafka broker `{}` ({e}): run `bash scripts/test.sh`, which installs it, or set WEIR_NOIDA",
+                    self.binary.display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+                panic!(
+                    "the Kafka broker did not listen on {} within 30 s; its log:\n{log}",
+                    self.bootstrap()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -66,6 +66,9 @@ pub struct GenArgs {
     /// Fraction of malformed lines.
     #[arg(long, default_value_t = 0.0)]
     malformed: f64,
+    /// How long to wait for the Kafka brokers.
+    #[arg(long, default_value = "30s", value_parser = |s: &str| humantime::parse_duration(s).map_err(|e| e.to_string()))]
+    connect_timeout: Duration,
 }
 
 fn usage(message: impl Into<String>) -> CliError {
@@ -107,7 +110,7 @@ impl GenArgs {
 }
 
 pub fn gen(args: GenArgs) -> Result<(), CliError> {
-    if let Some(r) = args.rate.filter(|r| !(*r > 0.0)) {
+    if let Some(r) = args.rate.filter(|r| r.is_nan() || *r <= 0.0) {
         return Err(usage(format!(
             "--rate {r}: expected events per second, more than 0"
         )));

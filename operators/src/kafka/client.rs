@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -46,7 +46,23 @@ pub enum KafkaError {
     },
 }
 
-pub(super) type Consumer_ = BaseConsumer<DefaultConsumerContext>;
+pub(super) type Consumer_ = BaseConsumer<SourceContext>;
+
+/// The consumer's context: the end of a partition is how bounded readers learn they are
+/// done, so it is not reported as a client error; everything else is logged as a warning
+/// (librdkafka keeps retrying on its own).
+pub(super) struct SourceContext;
+
+impl rdkafka::client::ClientContext for SourceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::{KafkaError as E, RDKafkaErrorCode as Code};
+        if !matches!(error, E::PartitionEOF(_) | E::Global(Code::PartitionEOF)) {
+            tracing::warn!("Kafka consumer: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
 
 /// The librdkafka configuration of a connection: ours first, the user's properties last.
 pub(super) fn config(conn: &Connection, group: Option<&str>) -> ClientConfig {
@@ -60,7 +76,7 @@ pub(super) fn config(conn: &Connection, group: Option<&str>) -> ClientConfig {
             // Positions belong to weir: the group only mirrors them for monitoring.
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
+            .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest");
     }
     for (k, v) in &conn.properties {
@@ -79,7 +95,7 @@ pub(super) fn client_error(conn: &Connection, e: impl std::fmt::Display) -> Kafk
 /// A consumer for `group`.
 pub(super) fn consumer(conn: &Connection, group: &str) -> Result<Arc<Consumer_>, KafkaError> {
     let consumer: Consumer_ = config(conn, Some(group))
-        .create()
+        .create_with_context(SourceContext)
         .map_err(|e| client_error(conn, e))?;
     Ok(Arc::new(consumer))
 }
@@ -96,7 +112,7 @@ pub(super) fn with_retries<T>(
     let mut attempt = 1;
     loop {
         let left = conn.connect_timeout.saturating_sub(started.elapsed());
-        match call(left.clamp(Duration::from_millis(500), Duration::from_secs(5))) {
+        match call(left.clamp(Duration::from_millis(200), Duration::from_secs(1))) {
             Ok(v) => return Ok(v),
             Err(e) if started.elapsed() + pause >= conn.connect_timeout => {
                 return Err(KafkaError::Unreachable {
@@ -183,7 +199,8 @@ pub fn fetch_high_watermarks(
 }
 
 /// Creates `topic` with `partitions` partitions and the given topic configs (e.g.
-/// `retention.ms`); `Ok(false)` when it already exists.
+/// `retention.ms`); `Ok(false)` when it already exists. Waits for the brokers at most the
+/// connection's timeout.
 pub fn create_topic(
     conn: &Connection,
     topic: &str,
@@ -193,40 +210,36 @@ pub fn create_topic(
     let admin: AdminClient<DefaultClientContext> = config(conn, None)
         .create()
         .map_err(|e| client_error(conn, e))?;
+    // Reach the brokers first: a clear, bounded error when they are not there.
+    match partitions_of(admin.inner(), conn, topic) {
+        Ok(_) => return Ok(false),
+        Err(KafkaError::Topic { .. }) => {}
+        Err(e) => return Err(e),
+    }
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     for (k, v) in configs {
         new = new.set(k, v);
     }
-    let options = AdminOptions::new().operation_timeout(Some(conn.connect_timeout));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(conn.connect_timeout))
+        .request_timeout(Some(conn.connect_timeout));
     let results = futures_executor::block_on(admin.create_topics([&new], &options))
         .map_err(|e| client_error(conn, e))?;
-    for result in results {
-        match result {
-            Ok(_) => return Ok(true),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return Ok(false),
-            Err((_, code)) => {
-                return Err(KafkaError::Topic {
-                    topic: topic.into(),
-                    brokers: conn.brokers.clone(),
-                    message: format!("cannot create it: {code}"),
-                })
-            }
-        }
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(true),
+        Some(Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
+        Some(Err((_, code))) => Err(KafkaError::Topic {
+            topic: topic.into(),
+            brokers: conn.brokers.clone(),
+            message: format!("cannot create it: {code}"),
+        }),
     }
-    Ok(false)
 }
 
 /// Makes sure `topic` exists, creating it with `partitions` partitions if it does not;
 /// waits for the brokers up to the connection's timeout. Returns whether it was created.
 pub fn ensure_topic(conn: &Connection, topic: &str, partitions: i32) -> Result<bool, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = config(conn, None)
-        .create()
-        .map_err(|e| client_error(conn, e))?;
-    match partitions_of(admin.inner(), conn, topic) {
-        Ok(_) => Ok(false),
-        Err(KafkaError::Topic { .. }) => create_topic(conn, topic, partitions, &[]),
-        Err(e) => Err(e),
-    }
+    create_topic(conn, topic, partitions, &[])
 }
 
 /// A message read back by [`read_topic`].
@@ -368,10 +381,25 @@ impl MessageProducer {
         payload: &[u8],
         timestamp: Option<i64>,
     ) -> Result<(), KafkaError> {
+        self.send_to(None, key, payload, timestamp)
+    }
+
+    /// Queues one message to a chosen partition (`None`: by key), waiting while the queue is
+    /// full.
+    pub fn send_to(
+        &self,
+        partition: Option<i32>,
+        key: Option<&str>,
+        payload: &[u8],
+        timestamp: Option<i64>,
+    ) -> Result<(), KafkaError> {
         use rdkafka::producer::BaseRecord;
         loop {
             let mut record: BaseRecord<'_, str, [u8]> =
                 BaseRecord::to(&self.topic).payload(payload);
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
             if let Some(k) = key {
                 record = record.key(k);
             }

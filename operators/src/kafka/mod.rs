@@ -9,6 +9,8 @@
 #[cfg(feature = "kafka")]
 mod client;
 #[cfg(feature = "kafka")]
+mod outbox;
+#[cfg(feature = "kafka")]
 mod sink;
 #[cfg(feature = "kafka")]
 mod source;

@@ -2,12 +2,8 @@
 //! messages are acknowledged by the brokers.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rdkafka::client::ClientContext;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -20,6 +16,7 @@ use weir_engine::failure::Failures;
 use weir_engine::stats::JobStats;
 
 use super::client::{client_error, config as client_config, KafkaError};
+use super::outbox::Outbox;
 use super::Connection;
 use crate::expr::Expr;
 use crate::sink::Done;
@@ -43,46 +40,6 @@ pub struct KafkaSinkConfig {
     pub format: TimestampFormat,
     /// Partitions of the topic if the sink has to create it.
     pub partitions: i32,
-}
-
-/// Delivery bookkeeping shared with librdkafka's polling thread.
-struct Deliveries {
-    /// Messages sent and not yet acknowledged, per epoch.
-    pending: Mutex<BTreeMap<Epoch, u64>>,
-    failure: Mutex<Option<String>>,
-    wake: Box<dyn Fn() + Send + Sync>,
-}
-
-struct SinkContext(Arc<Deliveries>);
-
-impl ClientContext for SinkContext {}
-
-impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Box<Epoch>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, epoch: Box<Epoch>) {
-        if let Err((e, _)) = result {
-            let mut failure = self.0.failure.lock().expect("lock");
-            failure.get_or_insert_with(|| e.to_string());
-        }
-        let mut pending = self.0.pending.lock().expect("lock");
-        if let Some(n) = pending.get_mut(&epoch) {
-            *n -= 1;
-            if *n == 0 {
-                pending.remove(&epoch);
-            }
-        }
-        drop(pending);
-        (self.0.wake)();
-    }
-}
-
-/// A message waiting for room in the producer's queue.
-struct Unsent {
-    epoch: Epoch,
-    key: Option<String>,
-    payload: String,
-    timestamp: i64,
 }
 
 /// Writes `stream` to Kafka; the returned stream's frontier passes an epoch once every message
@@ -110,16 +67,26 @@ pub fn kafka_sink<'scope>(
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address.clone());
     let sync = scope.worker().sync_activator_for(info.address.to_vec());
-    let deliveries = Arc::new(Deliveries {
-        pending: Mutex::new(BTreeMap::new()),
-        failure: Mutex::new(None),
-        wake: Box::new(move || {
+    let mut producer_config = client_config(&config.connection, None);
+    // Retries after a broker outage must not write a message twice (unless told otherwise).
+    if !config
+        .connection
+        .properties
+        .contains_key("enable.idempotence")
+    {
+        producer_config.set("enable.idempotence", "true");
+    }
+    let mut outbox = Outbox::new(
+        producer_config,
+        &config.name,
+        &config.topic,
+        &config.job,
+        config.connection.connect_timeout,
+        Box::new(move || {
             let _ = sync.activate();
         }),
-    });
-    let producer: ThreadedProducer<SinkContext> = client_config(&config.connection, None)
-        .create_with_context(SinkContext(deliveries.clone()))
-        .map_err(|e| client_error(&config.connection, e))?;
+    )
+    .map_err(|e| client_error(&config.connection, e))?;
     let mut input = builder.new_input(stream, Pipeline);
     let (output, done) = builder.new_output();
     let mut output: OutputBuilder<_, CapacityContainerBuilder<Vec<()>>> =
@@ -127,7 +94,6 @@ pub fn kafka_sink<'scope>(
 
     builder.build_reschedule(move |_initial| {
         let mut held: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
-        let mut backlog: std::collections::VecDeque<Unsent> = Default::default();
         let mut line = String::new();
         let mut failed = false;
         move |frontiers| {
@@ -135,61 +101,6 @@ pub fn kafka_sink<'scope>(
             let _ = &mut output;
             if failed {
                 return false;
-            }
-            let send = |u: Unsent, backlog_empty: bool| -> Result<(), Unsent> {
-                if !backlog_empty {
-                    return Err(u);
-                }
-                let epoch_text = u.epoch.to_string();
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "weir-job",
-                        value: Some(config.job.as_str()),
-                    })
-                    .insert(Header {
-                        key: "weir-epoch",
-                        value: Some(epoch_text.as_str()),
-                    });
-                *deliveries
-                    .pending
-                    .lock()
-                    .expect("lock")
-                    .entry(u.epoch)
-                    .or_default() += 1;
-                let mut record = BaseRecord::with_opaque_to(&config.topic, Box::new(u.epoch))
-                    .payload(u.payload.as_str())
-                    .timestamp(u.timestamp)
-                    .headers(headers);
-                if let Some(k) = &u.key {
-                    record = record.key(k.as_str());
-                }
-                match producer.send(record) {
-                    Ok(()) => Ok(()),
-                    Err((e, _)) => {
-                        let mut pending = deliveries.pending.lock().expect("lock");
-                        if let Some(n) = pending.get_mut(&u.epoch) {
-                            *n -= 1;
-                        }
-                        drop(pending);
-                        if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::QueueFull)) {
-                            Err(u)
-                        } else {
-                            deliveries
-                                .failure
-                                .lock()
-                                .expect("lock")
-                                .get_or_insert_with(|| e.to_string());
-                            Ok(())
-                        }
-                    }
-                }
-            };
-            // Messages that found the queue full go first, in order.
-            while let Some(u) = backlog.pop_front() {
-                if let Err(u) = send(u, true) {
-                    backlog.push_front(u);
-                    break;
-                }
             }
             input.for_each_stamp(|cap, data| {
                 let Some(&epoch) = cap.least() else { return };
@@ -205,19 +116,11 @@ pub fn kafka_sink<'scope>(
                             Value::Str(s) => Some(s.into_owned()),
                             other => Some(other.to_string()),
                         });
-                        let unsent = Unsent {
-                            epoch,
-                            key,
-                            payload: line.clone(),
-                            timestamp: event.ts,
-                        };
-                        if let Err(u) = send(unsent, backlog.is_empty()) {
-                            backlog.push_back(u);
-                        }
+                        outbox.push(epoch, key, line.clone());
                     }
                 }
             });
-            if let Some(e) = deliveries.failure.lock().expect("lock").take() {
+            if let Err(e) = outbox.pump() {
                 failures.report(format!(
                     "sink `{}`: delivery to topic `{}` failed: {e}",
                     config.name, config.topic
@@ -227,16 +130,13 @@ pub fn kafka_sink<'scope>(
                 return false;
             }
             // An epoch is done when no more of it can arrive and all of it is acknowledged.
-            let pending = deliveries.pending.lock().expect("lock").clone();
             held.retain(|epoch, _| {
-                frontiers[0].less_equal(epoch)
-                    || pending.contains_key(epoch)
-                    || backlog.iter().any(|u| u.epoch == *epoch)
+                frontiers[0].less_equal(epoch) || !outbox.is_acknowledged(epoch)
             });
-            if !backlog.is_empty() {
-                activator.activate_after(std::time::Duration::from_millis(1));
+            if let Some(after) = outbox.wake_after() {
+                activator.activate_after(after);
             }
-            !held.is_empty() || !backlog.is_empty() || !pending.is_empty()
+            !held.is_empty() || !outbox.is_empty()
         }
     });
     Ok(done)

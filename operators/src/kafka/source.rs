@@ -1,14 +1,14 @@
 //! The Kafka source: each worker's consumer reads the partitions `p` with `p % workers ==
 //! worker`, one [`PartitionReader`] per partition over its own librdkafka queue.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext};
-use rdkafka::message::Message;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_engine::data::{JsonDecoder, SchemaRef};
 use weir_engine::event::{Epoch, EVENT_TIME_RANGE};
@@ -70,6 +70,7 @@ pub fn open_partitions(
     consumer
         .assign(&tpl)
         .map_err(|e| super::client::client_error(conn, e))?;
+    let strays = Arc::new(Strays::default());
     let mut readers: Vec<Box<dyn PartitionReader>> = Vec::new();
     for &p in &mine {
         let start = match starts[&p] {
@@ -79,16 +80,28 @@ pub fn open_partitions(
         readers.push(Box::new(KafkaReader::new(
             config,
             consumer.clone(),
+            strays.clone(),
             p,
             start,
             ends.get(&p).copied(),
         )?));
     }
+    tracing::info!(
+        "source `{}`: worker {worker} reads {} of {} partition(s) of `{}` from offsets {:?}",
+        config.name,
+        mine.len(),
+        all.len(),
+        config.topic,
+        mine.iter()
+            .map(|p| (*p, starts[p].to_raw().unwrap_or(-1)))
+            .collect::<Vec<_>>()
+    );
     let discovery: Option<Box<dyn PartitionDiscovery>> =
         match (config.until.is_none(), config.discovery) {
             (true, Some(every)) => Some(Box::new(Discovery::start(
                 config.clone(),
                 consumer,
+                strays,
                 all,
                 worker,
                 peers,
@@ -254,29 +267,140 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// Reads one partition.
 struct KafkaReader {
     consumer: Arc<Consumer_>,
-    queue: rdkafka::consumer::base_consumer::PartitionQueue<DefaultConsumerContext>,
+    queue: rdkafka::consumer::base_consumer::PartitionQueue<super::client::SourceContext>,
     topic: String,
     partition: i32,
     location: String,
-    decoder: JsonDecoder,
-    ts_column: usize,
-    metadata: MetadataColumns,
-    /// Stop before this offset (bounded sources).
-    end: Option<i64>,
-    /// The next offset to read, once known.
-    position: Option<i64>,
+    cursor: Cursor,
     /// Position at the close of each epoch not yet done downstream.
     closed: VecDeque<(Epoch, i64)>,
     /// Latest position whose epoch is done downstream, and when it was last committed.
     done: Option<i64>,
     committed: Option<(i64, Instant)>,
     warned: Option<Instant>,
+    strays: Arc<Strays>,
+}
+
+/// Where a partition reader is, and how it turns messages into rows.
+struct Cursor {
+    partition: i32,
+    decoder: JsonDecoder,
+    ts_column: usize,
+    metadata: MetadataColumns,
+    /// Stop before this offset (bounded sources).
+    end: Option<i64>,
+    /// The next offset to read.
+    position: Option<i64>,
+}
+
+impl Cursor {
+    /// At the partition's end. A bounded reader is then past its own end (taken at start; the
+    /// end only grows), even when its last offsets are a gap that no message fills
+    /// (compaction, transaction markers).
+    fn at_eof(&mut self) -> Option<ReadStatus> {
+        let end = self.end?;
+        self.position = Some(self.position.map_or(end, |p| p.max(end)));
+        Some(ReadStatus::Done)
+    }
+
+    /// Decodes one message into `out`; `Some(Done)` once the bounded end is reached.
+    fn handle<M: Message>(&mut self, message: &M, out: &mut Emitter<'_>) -> Option<ReadStatus> {
+        let offset = message.offset();
+        if self.end.is_some_and(|end| offset >= end) {
+            self.position = Some(offset);
+            return Some(ReadStatus::Done);
+        }
+        if self.position.is_some_and(|p| offset < p) {
+            // Already read (a stray seen twice cannot happen, but a duplicate must not count).
+            return None;
+        }
+        self.position = Some(offset + 1);
+        let payload = message.payload().unwrap_or(b"");
+        let key = message.key();
+        let timestamp = message.timestamp().to_millis();
+        let meta = self.metadata;
+        let partition = self.partition;
+        let decoded = self.decoder.decode_with(payload, |b| {
+            if let Some(c) = meta.key {
+                match key {
+                    Some(k) => b.set_str(c, &String::from_utf8_lossy(k)),
+                    None => b.set_null(c),
+                }
+            }
+            if let Some(c) = meta.partition {
+                b.set_int(c, partition as i64);
+            }
+            if let Some(c) = meta.offset {
+                b.set_int(c, offset);
+            }
+            if let Some(c) = meta.timestamp {
+                match timestamp {
+                    Some(ms) => b.set_ts(c, ms),
+                    None => b.set_null(c),
+                }
+            }
+        });
+        match decoded {
+            Ok(row) => {
+                let ts = row
+                    .get_i64(self.ts_column)
+                    .expect("the event-time column is required");
+                if EVENT_TIME_RANGE.contains(&ts) {
+                    out.record(ts, row);
+                } else {
+                    out.bad(
+                        offset,
+                        format!("event time {ts} ms is outside years 1 to 9999"),
+                        payload,
+                    );
+                }
+            }
+            Err(error) => out.bad(offset, error, payload),
+        }
+        self.end
+            .is_some_and(|end| offset + 1 >= end)
+            .then_some(ReadStatus::Done)
+    }
+}
+
+/// Messages and end-of-partition events that arrived on a consumer's main queue, by partition.
+#[derive(Default)]
+pub(super) struct Strays {
+    messages: Mutex<BTreeMap<i32, Vec<OwnedMessage>>>,
+    eof: Mutex<BTreeSet<i32>>,
+}
+
+impl Strays {
+    fn add(&self, partition: i32, message: OwnedMessage) {
+        self.messages
+            .lock()
+            .expect("lock")
+            .entry(partition)
+            .or_default()
+            .push(message);
+    }
+
+    fn eof(&self, partition: i32) {
+        self.eof.lock().expect("lock").insert(partition);
+    }
+
+    /// Takes what is kept for `partition`, in arrival order.
+    fn take(&self, partition: i32) -> (Vec<OwnedMessage>, bool) {
+        let messages = self
+            .messages
+            .lock()
+            .expect("lock")
+            .remove(&partition)
+            .unwrap_or_default();
+        (messages, self.eof.lock().expect("lock").remove(&partition))
+    }
 }
 
 impl KafkaReader {
     fn new(
         config: &KafkaSourceConfig,
         consumer: Arc<Consumer_>,
+        strays: Arc<Strays>,
         partition: i32,
         start: Option<i64>,
         end: Option<i64>,
@@ -294,15 +418,19 @@ impl KafkaReader {
             topic: config.topic.clone(),
             partition,
             location: format!("{}[{partition}]", config.topic),
-            decoder: JsonDecoder::new(config.schema.clone()),
-            ts_column: config.ts_column,
-            metadata: config.metadata,
-            end,
-            position: start,
+            cursor: Cursor {
+                partition,
+                decoder: JsonDecoder::new(config.schema.clone()),
+                ts_column: config.ts_column,
+                metadata: config.metadata,
+                end,
+                position: start,
+            },
             closed: VecDeque::new(),
             done: None,
             committed: None,
             warned: None,
+            strays,
         })
     }
 
@@ -333,15 +461,17 @@ impl KafkaReader {
         }
     }
 
-    /// librdkafka's fetch position of this partition (a local lookup, no broker round-trip).
-    fn fetch_position(&self) -> Option<i64> {
-        let positions = self.consumer.position().ok()?;
-        match positions
-            .find_partition(&self.topic, self.partition)?
-            .offset()
-        {
-            Offset::Offset(o) => Some(o),
-            _ => None,
+    /// Drains the consumer's main queue: errors are logged, and messages or end-of-partition
+    /// events that arrived there (before a partition's queue was split off) are kept for the
+    /// reader of their partition — never dropped.
+    fn serve_main_queue(&mut self) {
+        loop {
+            match self.consumer.poll(Duration::ZERO) {
+                None => return,
+                Some(Ok(m)) => self.strays.add(m.partition(), m.detach()),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => self.strays.eof(p),
+                Some(Err(e)) => self.warn(e),
+            }
         }
     }
 
@@ -367,28 +497,34 @@ impl PartitionReader for KafkaReader {
     }
 
     fn read(&mut self, max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String> {
-        // Serve the consumer's own events (errors, logs): they arrive on its main queue.
-        if let Some(Err(e)) = self.consumer.poll(Duration::ZERO) {
-            self.warn(e);
-        }
+        self.serve_main_queue();
         if self
+            .cursor
             .end
-            .is_some_and(|end| self.position.is_some_and(|p| p >= end))
+            .is_some_and(|end| self.cursor.position.is_some_and(|p| p >= end))
         {
             return Ok(ReadStatus::Done);
         }
+        // What reached the main queue before this partition's queue was split comes first.
+        let (strays, eof) = self.strays.take(self.cursor.partition);
+        for message in &strays {
+            if let Some(status) = self.cursor.handle(message, out) {
+                return Ok(status);
+            }
+        }
+        if eof {
+            if let Some(status) = self.cursor.at_eof() {
+                return Ok(status);
+            }
+        }
         for _ in 0..max {
             let message = match self.queue.poll(Duration::ZERO) {
-                None => {
-                    // Offsets can end in a gap (compaction, transaction markers): librdkafka's
-                    // fetch position moves past it even though no message comes.
-                    if let Some(end) = self.end {
-                        if self.fetch_position().is_some_and(|p| p >= end) {
-                            self.position = Some(end);
-                            return Ok(ReadStatus::Done);
-                        }
-                    }
-                    return Ok(ReadStatus::Waiting(Duration::from_millis(100)));
+                None => return Ok(ReadStatus::Waiting(Duration::from_millis(100))),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
+                    return Ok(self
+                        .cursor
+                        .at_eof()
+                        .unwrap_or(ReadStatus::Waiting(Duration::from_millis(100))));
                 }
                 Some(Err(e)) => {
                     self.warn(e);
@@ -396,63 +532,15 @@ impl PartitionReader for KafkaReader {
                 }
                 Some(Ok(m)) => m,
             };
-            let offset = message.offset();
-            if self.end.is_some_and(|end| offset >= end) {
-                self.position = Some(offset);
-                return Ok(ReadStatus::Done);
-            }
-            self.position = Some(offset + 1);
-            let payload = message.payload().unwrap_or(b"");
-            let key = message.key();
-            let timestamp = message.timestamp().to_millis();
-            let meta = self.metadata;
-            let partition = self.partition;
-            let decoded = self.decoder.decode_with(payload, |b| {
-                if let Some(c) = meta.key {
-                    match key {
-                        Some(k) => b.set_str(c, &String::from_utf8_lossy(k)),
-                        None => b.set_null(c),
-                    }
-                }
-                if let Some(c) = meta.partition {
-                    b.set_int(c, partition as i64);
-                }
-                if let Some(c) = meta.offset {
-                    b.set_int(c, offset);
-                }
-                if let Some(c) = meta.timestamp {
-                    match timestamp {
-                        Some(ms) => b.set_ts(c, ms),
-                        None => b.set_null(c),
-                    }
-                }
-            });
-            match decoded {
-                Ok(row) => {
-                    let ts = row
-                        .get_i64(self.ts_column)
-                        .expect("the event-time column is required");
-                    if EVENT_TIME_RANGE.contains(&ts) {
-                        out.record(ts, row);
-                    } else {
-                        out.bad(
-                            offset,
-                            format!("event time {ts} ms is outside years 1 to 9999"),
-                            payload,
-                        );
-                    }
-                }
-                Err(error) => out.bad(offset, error, payload),
-            }
-            if self.end.is_some_and(|end| offset + 1 >= end) {
-                return Ok(ReadStatus::Done);
+            if let Some(status) = self.cursor.handle(&message, out) {
+                return Ok(status);
             }
         }
         Ok(ReadStatus::More)
     }
 
     fn epoch_closed(&mut self, epoch: Epoch) {
-        if let Some(p) = self.position {
+        if let Some(p) = self.cursor.position {
             self.closed.push_back((epoch, p));
         }
     }
@@ -476,6 +564,7 @@ impl Drop for KafkaReader {
 struct Discovery {
     config: KafkaSourceConfig,
     consumer: Arc<Consumer_>,
+    strays: Arc<Strays>,
     found: Receiver<i32>,
     stop: Arc<AtomicBool>,
 }
@@ -484,6 +573,7 @@ impl Discovery {
     fn start(
         config: KafkaSourceConfig,
         consumer: Arc<Consumer_>,
+        strays: Arc<Strays>,
         known: Vec<i32>,
         worker: usize,
         peers: usize,
@@ -526,6 +616,7 @@ impl Discovery {
         Discovery {
             config,
             consumer,
+            strays,
             found,
             stop,
         }
@@ -541,8 +632,15 @@ impl PartitionDiscovery for Discovery {
                 .add_partition_offset(&self.config.topic, p, Offset::Beginning)
                 .and_then(|_| self.consumer.incremental_assign(&tpl));
             match added.map_err(|e| e.to_string()).and_then(|_| {
-                KafkaReader::new(&self.config, self.consumer.clone(), p, None, None)
-                    .map_err(|e| e.to_string())
+                KafkaReader::new(
+                    &self.config,
+                    self.consumer.clone(),
+                    self.strays.clone(),
+                    p,
+                    None,
+                    None,
+                )
+                .map_err(|e| e.to_string())
             }) {
                 Ok(reader) => {
                     tracing::info!(

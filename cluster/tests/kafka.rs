@@ -1,0 +1,695 @@
+//! Kafka end to end, against a real Kafka-protocol broker (noida-db) on loopback, with kcat as
+//! an independent client: start modes, replay into shadow sinks, dead letters, and brokers
+//! that are not there or go away.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use weir_engine::data::time::format_rfc3339;
+use weir_operators::kafka::{create_topic, read_topic, Connection, MessageProducer};
+use weir_tests::{json_lines, lines, KafkaBroker};
+
+const T0: i64 = 1_767_225_600_000;
+const PARTITIONS: i32 = 4;
+
+fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+fn wait(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "timed out after {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    let out = wait(
+        weir()
+            .args(args)
+            .current_dir(cwd)
+            .spawn()
+            .expect("spawn weir"),
+        Duration::from_secs(120),
+    );
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn conn(broker: &KafkaBroker) -> Connection {
+    Connection {
+        brokers: broker.bootstrap(),
+        properties: Default::default(),
+        connect_timeout: Duration::from_secs(20),
+    }
+}
+
+/// Produces `per_partition` records to each partition: id `p{p}-{i}`, event and message time
+/// `T0 + i s + p ms`, so time grows along every partition.
+fn produce_known(broker: &KafkaBroker, topic: &str, from: usize, per_partition: usize) {
+    let producer = MessageProducer::new(&conn(broker), topic).unwrap();
+    for i in from..from + per_partition {
+        for p in 0..PARTITIONS {
+            let ts = T0 + i as i64 * 1000 + p as i64;
+            let line = format!(
+                r#"{{"id":"p{p}-{i}","amount":{i}.5,"ts":"{}"}}"#,
+                format_rfc3339(ts)
+            );
+            producer
+                .send_to(Some(p), Some(&format!("k{i}")), line.as_bytes(), Some(ts))
+                .unwrap();
+        }
+    }
+    producer.finish(Duration::from_secs(30)).unwrap();
+}
+
+fn topic(broker: &KafkaBroker, name: &str) {
+    assert!(create_topic(&conn(broker), name, PARTITIONS, &[("retention.ms", "-1")]).unwrap());
+}
+
+fn records_job(broker: &KafkaBroker, topic: &str, extra: &str) -> String {
+    format!(
+        r#"
+name: records
+sources:
+  in:
+    kind: kafka
+    brokers: "{b}"
+    topic: {topic}
+    schema: {{ id: string, amount: float, ts: timestamp, _partition: int, _offset: int, _key: string }}
+    event_time: {{ field: ts, max_out_of_orderness: 5s }}
+{extra}
+sinks:
+  records: {{ from: in, kind: file, path: out/records.jsonl }}
+  bad:     {{ from: in.dead_letter, kind: file, path: out/bad.jsonl }}
+"#,
+        b = broker.bootstrap()
+    )
+}
+
+fn ids(path: &Path) -> BTreeSet<String> {
+    json_lines(path)
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn expect_ids(partitions: &[(i32, std::ops::Range<usize>)]) -> BTreeSet<String> {
+    partitions
+        .iter()
+        .flat_map(|(p, r)| r.clone().map(move |i| format!("p{p}-{i}")))
+        .collect()
+}
+
+#[test]
+fn each_start_mode_reads_exactly_the_records_it_should_at_three_workers() {
+    let broker = KafkaBroker::start();
+    topic(&broker, "known");
+    produce_known(&broker, "known", 0, 25);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.yaml");
+    let read = |start: &str, group: &str| -> BTreeSet<String> {
+        let extra = format!("    until: latest\n    group: {group}\n    start: \"{start}\"");
+        std::fs::write(&spec, records_job(&broker, "known", &extra)).unwrap();
+        let out = run(
+            &["run", "job.yaml", "--workers", "3", "--progress", "never"],
+            dir.path(),
+        );
+        assert!(out.status.success(), "start {start}: {}", stderr(&out));
+        ids(&dir.path().join("out/records.jsonl"))
+    };
+    let all = expect_ids(&[(0, 0..25), (1, 0..25), (2, 0..25), (3, 0..25)]);
+    assert_eq!(read("earliest", "g1"), all);
+    // Event time T0 + 10 s: records 10.. of every partition (p adds p ms to each time).
+    assert_eq!(
+        read("timestamp:2026-01-01T00:00:10Z", "g1"),
+        expect_ids(&[(0, 10..25), (1, 9 + 1..25), (2, 10..25), (3, 10..25)])
+    );
+    assert_eq!(
+        read("timestamp:2026-01-01T00:00:10.002Z", "g1"),
+        expect_ids(&[(0, 11..25), (1, 11..25), (2, 10..25), (3, 10..25)])
+    );
+    assert_eq!(
+        read("offsets:{0: 5, 1: 20, 2: 25}", "g1"),
+        expect_ids(&[(0, 5..25), (1, 20..25), (3, 0..25)])
+    );
+    // The run with group g1 mirrored its positions (the end) to the group: a run that starts
+    // from the group reads only what was produced since.
+    produce_known(&broker, "known", 25, 3);
+    assert_eq!(
+        read("group", "g1"),
+        expect_ids(&[(0, 25..28), (1, 25..28), (2, 25..28), (3, 25..28)])
+    );
+    // A group without offsets starts from the beginning.
+    assert_eq!(read("group", "fresh").len(), 4 * 28);
+    // Metadata columns come from the message.
+    let rows = json_lines(&dir.path().join("out/records.jsonl"));
+    let row = rows.iter().find(|r| r["id"] == "p2-7").unwrap();
+    assert_eq!(
+        (
+            row["_partition"].as_i64(),
+            row["_offset"].as_i64(),
+            row["_key"].as_str()
+        ),
+        (Some(2), Some(7), Some("k7"))
+    );
+}
+
+#[test]
+fn latest_reads_only_what_is_produced_after_the_start() {
+    let broker = KafkaBroker::start();
+    topic(&broker, "live");
+    produce_known(&broker, "live", 0, 10);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.yaml"),
+        records_job(&broker, "live", "    start: latest"),
+    )
+    .unwrap();
+    let mut child = weir()
+        .args(["run", "job.yaml", "--workers", "3", "--progress", "never"])
+        .env("WEIR_LOG", "info")
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap();
+    // Wait until all three workers have their partitions, then produce.
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            if line.contains("partition(s) of `live`") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    for _ in 0..3 {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the source did not start reading");
+    }
+    produce_known(&broker, "live", 10, 5);
+    let out = dir.path().join("out/records.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(&out).len() < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        ids(&out),
+        expect_ids(&[(0, 10..15), (1, 10..15), (2, 10..15), (3, 10..15)])
+    );
+}
+
+#[test]
+fn malformed_messages_reach_the_dead_letter_output_with_partition_and_offset() {
+    let broker = KafkaBroker::start();
+    topic(&broker, "dirty");
+    let producer = MessageProducer::new(&conn(&broker), "dirty").unwrap();
+    let good = |i: i64| format!(r#"{{"id":"ok-{i}","amount":1.0,"ts":{}}}"#, T0 + i);
+    let messages: [(i32, String); 6] = [
+        (0, good(0)),
+        (0, "not json at all".into()),
+        (1, r#"{"id":"x","amount":"lots","ts":1}"#.into()),
+        (1, good(1)),
+        (2, r#"{"id":"no time"}"#.into()),
+        (3, r#"{"id":"cut","amount":1.0,"ts":"#.into()),
+    ];
+    for (p, m) in &messages {
+        producer
+            .send_to(Some(*p), None, m.as_bytes(), None)
+            .unwrap();
+    }
+    producer.finish(Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.yaml"),
+        records_job(&broker, "dirty", "    until: latest"),
+    )
+    .unwrap();
+    let out = run(
+        &["run", "job.yaml", "--workers", "2", "--progress", "never"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("4 dead letters"), "{}", stderr(&out));
+    let mut bad: Vec<(String, i64, String, String)> = json_lines(&dir.path().join("out/bad.jsonl"))
+        .iter()
+        .map(|v| {
+            (
+                v["location"].as_str().unwrap().to_string(),
+                v["offset"].as_i64().unwrap(),
+                v["raw"].as_str().unwrap().to_string(),
+                v["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    bad.sort();
+    let at: Vec<(&str, i64, &str)> = bad
+        .iter()
+        .map(|(l, o, r, _)| (l.as_str(), *o, r.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        vec![
+            ("dirty[0]", 1, "not json at all"),
+            ("dirty[1]", 0, r#"{"id":"x","amount":"lots","ts":1}"#),
+            ("dirty[2]", 0, r#"{"id":"no time"}"#),
+            ("dirty[3]", 0, r#"{"id":"cut","amount":1.0,"ts":"#),
+        ]
+    );
+    assert!(
+        bad[1].3.contains("field `amount`: expected float"),
+        "{}",
+        bad[1].3
+    );
+    assert!(bad[2].3.contains("required field `ts`"), "{}", bad[2].3);
+    assert_eq!(
+        ids(&dir.path().join("out/records.jsonl")),
+        ["ok-0", "ok-1"].map(String::from).into()
+    );
+}
+
+fn window_job(source: &str, sink: &str) -> String {
+    format!(
+        r#"
+name: failed-per-merchant
+sources:
+{source}
+steps:
+  failed: {{ from: payments, filter: "status = 'FAILED' OR amount > 500" }}
+  per_merchant: {{ from: failed, key: merchant, window: {{ kind: tumbling, size: 10s }}, aggregates: {{ n: "count(*)", total: "sum(amount)" }} }}
+sinks:
+{sink}
+"#
+    )
+}
+
+const PAYMENTS_SCHEMA: &str =
+    "{ payment_id: string, user_id: string, amount: float, currency: string, status: string, merchant: string, ts: timestamp }";
+
+#[test]
+fn kcat_in_filter_and_window_kcat_out_equals_the_same_job_on_the_file() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Input: recorded payments (in order enough that nothing is late under any partitioning).
+    let gen = run(
+        &[
+            "gen",
+            "--stream",
+            "payments",
+            "--events",
+            "30000",
+            "--seed",
+            "11",
+            "--disorder-ms",
+            "200",
+            "--out",
+            "payments.jsonl",
+        ],
+        d,
+    );
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    create_topic(
+        &conn(&broker),
+        "payments",
+        PARTITIONS,
+        &[("retention.ms", "-1")],
+    )
+    .unwrap();
+    let kcat = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap(),
+            "-t",
+            "payments",
+            "-P",
+            "-l",
+            "payments.jsonl",
+        ])
+        .current_dir(d)
+        .output()
+        .expect("kcat (Debian package kcat) is needed: run scripts/test.sh");
+    assert!(
+        kcat.status.success(),
+        "kcat: {}",
+        String::from_utf8_lossy(&kcat.stderr)
+    );
+
+    let kafka_source = format!(
+        "  payments: {{ kind: kafka, brokers: \"{}\", topic: payments, until: latest, schema: {PAYMENTS_SCHEMA}, event_time: {{ field: ts, max_out_of_orderness: 1s }} }}",
+        broker.bootstrap()
+    );
+    let kafka_sink = format!("  out: {{ from: per_merchant, kind: kafka, brokers: \"{}\", topic: per_merchant, key: merchant, partitions: 3 }}", broker.bootstrap());
+    std::fs::write(d.join("kafka.yaml"), window_job(&kafka_source, &kafka_sink)).unwrap();
+    let file_source = format!("  payments: {{ kind: file, path: payments.jsonl, schema: {PAYMENTS_SCHEMA}, event_time: {{ field: ts, max_out_of_orderness: 1s }} }}");
+    std::fs::write(
+        d.join("file.yaml"),
+        window_job(
+            &file_source,
+            "  out: { from: per_merchant, kind: file, path: out/per_merchant.jsonl }",
+        ),
+    )
+    .unwrap();
+
+    let out = run(
+        &["run", "kafka.yaml", "--workers", "3", "--progress", "never"],
+        d,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &["run", "file.yaml", "--workers", "2", "--progress", "never"],
+        d,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Read the output topic with kcat, not with weir.
+    let read = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap(),
+            "-t",
+            "per_merchant",
+            "-C",
+            "-e",
+            "-q",
+            "-f",
+            "%s\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(read.status.success());
+    let mut from_kafka: Vec<String> = String::from_utf8(read.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    from_kafka.sort();
+    let mut from_file = lines(&d.join("out/per_merchant.jsonl"));
+    from_file.sort();
+    assert!(from_file.len() > 50, "{}", from_file.len());
+    assert_eq!(from_kafka, from_file);
+    // `weir diff` says so too.
+    let diff = run(
+        &[
+            "diff",
+            "out/per_merchant.jsonl",
+            &format!("kafka://{}/per_merchant", broker.bootstrap()),
+        ],
+        d,
+    );
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
+
+#[test]
+fn replay_from_a_timestamp_into_shadow_sinks_leaves_live_output_alone() {
+    let broker = KafkaBroker::start();
+    topic(&broker, "known");
+    produce_known(&broker, "known", 0, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let steps = "steps:\n  per_10s: { from: in, key: _partition, window: { kind: tumbling, size: 10s }, aggregates: { n: \"count(*)\", first: \"min(id)\" } }";
+    let job = records_job(&broker, "known", &format!("    until: latest\n{steps}")).replace(
+        "  records: { from: in, kind: file, path: out/records.jsonl }",
+        &format!(
+            "  records: {{ from: in, kind: file, path: out/records.jsonl }}\n  windows: {{ from: per_10s, kind: file, path: out/windows.jsonl }}\n  windows_topic: {{ from: per_10s, kind: kafka, brokers: \"{}\", topic: windows }}",
+            broker.bootstrap()
+        ),
+    );
+    std::fs::write(d.join("job.yaml"), &job).unwrap();
+    let live = run(
+        &["run", "job.yaml", "--workers", "2", "--progress", "never"],
+        d,
+    );
+    assert!(live.status.success(), "{}", stderr(&live));
+    let live_windows = std::fs::read_to_string(d.join("out/windows.jsonl")).unwrap();
+    let live_topic = read_topic(&conn(&broker), "windows").unwrap();
+
+    let replay = run(
+        &[
+            "run",
+            "job.yaml",
+            "--workers",
+            "3",
+            "--start",
+            "in=timestamp:2026-01-01T00:00:20Z",
+            "--shadow",
+            "replay",
+            "--progress",
+            "never",
+        ],
+        d,
+    );
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    // The live outputs are untouched.
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/windows.jsonl")).unwrap(),
+        live_windows
+    );
+    assert_eq!(read_topic(&conn(&broker), "windows").unwrap(), live_topic);
+    // The shadow holds exactly the result for the records at or after the timestamp: the
+    // windows from 00:20 on, identical to the live ones there.
+    let after: Vec<&str> = live_windows
+        .lines()
+        .filter(|l| {
+            l.contains("\"window_start\":\"2026-01-01T00:00:2")
+                || l.contains("\"window_start\":\"2026-01-01T00:00:3")
+        })
+        .collect();
+    let shadow = std::fs::read_to_string(d.join("out/windows.jsonl.replay")).unwrap();
+    assert_eq!(shadow.lines().collect::<Vec<_>>(), after);
+    assert_eq!(
+        ids(&d.join("out/records.jsonl.replay")),
+        expect_ids(&[(0, 20..40), (1, 20..40), (2, 20..40), (3, 20..40)])
+    );
+    let shadow_topic: Vec<String> = read_topic(&conn(&broker), "windows.replay")
+        .unwrap()
+        .iter()
+        .map(|m| String::from_utf8(m.payload.clone().unwrap()).unwrap())
+        .collect();
+    let mut shadow_topic_sorted = shadow_topic.clone();
+    shadow_topic_sorted.sort();
+    let mut expected: Vec<String> = after.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(shadow_topic_sorted, expected);
+    let diff = run(
+        &[
+            "diff",
+            "out/windows.jsonl.replay",
+            &format!("kafka://{}/windows.replay", broker.bootstrap()),
+        ],
+        d,
+    );
+    assert!(diff.status.success());
+    let diff = run(
+        &["diff", "out/windows.jsonl", "out/windows.jsonl.replay"],
+        d,
+    );
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "the live run has windows before 00:20 that the replay has not"
+    );
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("only in the first"));
+}
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error_after_a_bounded_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = weir_tests::free_port();
+    let job = format!(
+        "name: nowhere\nsources:\n  in: {{ kind: kafka, brokers: \"127.0.0.1:{port}\", topic: t, connect_timeout: 3s, schema: {{ ts: timestamp }}, event_time: {{ field: ts }} }}\nsinks:\n  o: {{ from: in, kind: stdout }}\n"
+    );
+    std::fs::write(dir.path().join("job.yaml"), job).unwrap();
+    let started = Instant::now();
+    let out = run(&["run", "job.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "source `in`: cannot reach Kafka at 127.0.0.1:{port} within"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("retrying in"), "the wait is logged: {err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let gen = run(
+        &[
+            "gen",
+            "--stream",
+            "iot",
+            "--events",
+            "10",
+            "--brokers",
+            &format!("127.0.0.1:{port}"),
+            "--topic",
+            "t",
+            "--connect-timeout",
+            "2s",
+        ],
+        dir.path(),
+    );
+    assert_eq!(gen.status.code(), Some(1));
+    assert!(
+        stderr(&gen).contains("cannot reach Kafka"),
+        "{}",
+        stderr(&gen)
+    );
+}
+
+/// A job writing windows of `payments` (150 000 events on 4 partitions) to a file and to
+/// a topic, with the file output of an undisturbed run.
+struct OutageJob {
+    broker: KafkaBroker,
+    dir: tempfile::TempDir,
+    expected: String,
+}
+
+impl OutageJob {
+    fn new() -> Self {
+        let broker = KafkaBroker::start();
+        let dir = tempfile::tempdir().unwrap();
+        let gen = run(
+            &[
+                "gen",
+                "--stream",
+                "payments",
+                "--events",
+                "150000",
+                "--seed",
+                "5",
+                "--brokers",
+                &broker.bootstrap(),
+                "--topic",
+                "payments",
+                "--partitions",
+                "4",
+            ],
+            dir.path(),
+        );
+        assert!(gen.status.success(), "{}", stderr(&gen));
+        let mut job = OutageJob {
+            broker,
+            dir,
+            expected: String::new(),
+        };
+        job.write("reference");
+        let d = job.dir.path();
+        let reference = run(&["run", "reference.yaml", "--progress", "never"], d);
+        assert!(reference.status.success(), "{}", stderr(&reference));
+        job.expected = std::fs::read_to_string(d.join("out/reference.jsonl")).unwrap();
+        job
+    }
+
+    /// Writes `NAME.yaml`, a job writing to `out/NAME.jsonl` and to topic NAME.
+    fn write(&self, name: &str) {
+        let b = self.broker.bootstrap();
+        let source = format!("  payments: {{ kind: kafka, brokers: \"{b}\", topic: payments, until: latest, schema: {PAYMENTS_SCHEMA}, event_time: {{ field: ts, max_out_of_orderness: 1s }} }}");
+        let sinks = format!("  out: {{ from: per_merchant, kind: file, path: out/{name}.jsonl }}\n  topic: {{ from: per_merchant, kind: kafka, brokers: \"{b}\", topic: {name} }}");
+        std::fs::write(
+            self.dir.path().join(format!("{name}.yaml")),
+            window_job(&source, &sinks),
+        )
+        .unwrap();
+    }
+
+    /// Runs `NAME.yaml` at two workers, calling `disturb` once it is under way.
+    fn run_disturbed(&mut self, name: &str, disturb: impl FnOnce(&mut KafkaBroker)) -> Vec<String> {
+        self.write(name);
+        let d = self.dir.path();
+        let child = weir()
+            .args([
+                "run",
+                &format!("{name}.yaml"),
+                "--workers",
+                "2",
+                "--progress",
+                "never",
+            ])
+            .current_dir(d)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        disturb(&mut self.broker);
+        let out = wait(child, Duration::from_secs(180));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            std::fs::read_to_string(d.join(format!("out/{name}.jsonl"))).unwrap(),
+            self.expected,
+            "the source lost or repeated nothing"
+        );
+        let mut topic: Vec<String> = read_topic(&conn(&self.broker), name)
+            .unwrap()
+            .iter()
+            .map(|m| String::from_utf8(m.payload.clone().unwrap()).unwrap())
+            .collect();
+        topic.sort();
+        topic
+    }
+
+    fn expected_sorted(&self) -> Vec<String> {
+        let mut want: Vec<String> = self.expected.lines().map(String::from).collect();
+        want.sort();
+        want
+    }
+}
+
+#[test]
+fn a_broker_that_freezes_mid_run_loses_nothing_and_writes_nothing_twice() {
+    let mut job = OutageJob::new();
+    let topic = job.run_disturbed("frozen", |broker| {
+        broker.pause();
+        std::thread::sleep(Duration::from_secs(3));
+        broker.resume();
+    });
+    assert_eq!(
+        topic,
+        job.expected_sorted(),
+        "every window reached the output topic exactly once"
+    );
+}
+
+#[test]
+fn a_broker_that_restarts_mid_run_is_waited_for_and_nothing_is_written_twice() {
+    let mut job = OutageJob::new();
+    let topic = job.run_disturbed("restarted", |broker| {
+        broker.stop();
+        std::thread::sleep(Duration::from_secs(3));
+        broker.restart();
+    });
+    // noida 0.2.3 keeps its data in periodic snapshots: writes it acknowledged in the moments
+    // around a restart can be gone afterwards (measured: ~0.27 s of an 8 000 msg/s producer),
+    // which no client can repair, so the output topic is checked for what weir controls: it
+    // holds windows of the job, none twice. (The frozen-broker test checks that nothing is lost.)
+    let want: std::collections::BTreeSet<String> = job.expected_sorted().into_iter().collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &topic {
+        assert!(want.contains(m), "not a window of the job: {m}");
+        assert!(seen.insert(m), "written twice: {m}");
+    }
+    let _ = std::io::stderr().flush();
+}
