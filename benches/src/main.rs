@@ -6,6 +6,7 @@
 //! cargo run --release -p weir-benches -- generator --events 20000000 --workers 1,2
 //! cargo run --release -p weir-benches -- file --events 1000000
 //! cargo run --release -p weir-benches -- decode
+//! cargo run --release -p weir-benches -- kafka [--brokers HOST:PORT]   # default: starts noida
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -21,15 +22,24 @@ use weir_operators::source::generator::{write_jsonl, GeneratorConfig, StreamKind
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod kafka;
+
 /// CPU time (user + sys, all threads) of this process so far, from `/proc/self/stat`.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat (Linux)");
+    process_cpu_time("self").expect("/proc/self/stat (Linux)")
+}
+
+/// CPU time (user + sys, all threads) of process `pid` (or `self`) so far.
+fn process_cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 =
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+    Some(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second(),
+    ))
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -50,6 +60,8 @@ struct Measurement {
     events: u64,
     wall: Duration,
     cpu: Duration,
+    /// CPU time of the Kafka broker during the run, when it runs on this machine.
+    broker_cpu: Option<Duration>,
 }
 
 impl Measurement {
@@ -72,17 +84,34 @@ impl Measurement {
             cpu,
             self.events as f64 / cpu
         );
+        if let Some(b) = self.broker_cpu {
+            println!(
+                "{:>46}   the broker used another {:.2} cpu s ({:.0} events per cpu-s of weir + broker)",
+                "",
+                b.as_secs_f64(),
+                self.events as f64 / (cpu + b.as_secs_f64())
+            );
+        }
     }
 }
 
 /// Runs a spec in this process `repeat` times and prints the median run (by events per
 /// CPU-second) with the spread; this machine is shared and single runs vary by ±10%.
-fn measure(scenario: &str, spec: &str, workers: usize, repeat: usize) -> Result<Measurement> {
+/// `broker`: the pid of a local Kafka broker whose CPU time is reported too.
+fn measure(
+    scenario: &str,
+    spec: &str,
+    workers: usize,
+    repeat: usize,
+    broker: Option<u32>,
+) -> Result<Measurement> {
+    let broker_cpu = || broker.and_then(|pid| process_cpu_time(&pid.to_string()));
     let plan = Arc::new(weir_jobs::load_spec(spec, &[]).map_err(|e| anyhow::anyhow!("{e}"))?);
     let mut runs = Vec::new();
     for _ in 0..repeat.max(1) {
         let stats = Arc::new(JobStats::default());
         let cpu0 = cpu_time();
+        let broker0 = broker_cpu();
         let t0 = Instant::now();
         let summary = run(plan.clone(), RunOptions::local(workers), stats)?;
         runs.push(Measurement {
@@ -91,6 +120,7 @@ fn measure(scenario: &str, spec: &str, workers: usize, repeat: usize) -> Result<
             events: summary.stats.records_in,
             wall: t0.elapsed(),
             cpu: cpu_time() - cpu0,
+            broker_cpu: broker_cpu().zip(broker0).map(|(b, b0)| b - b0),
         });
     }
     let per_cpu = |m: &Measurement| m.events as f64 / m.cpu.as_secs_f64();
@@ -243,12 +273,14 @@ fn main() -> Result<()> {
     let mut events: Option<u64> = None;
     let mut workers = vec![1, 2];
     let mut repeat = 3;
+    let mut brokers = None;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
             "--events" => events = Some(args.get(i + 1).context("--events N")?.parse()?),
             "--workers" => workers = parse_workers(args.get(i + 1).context("--workers 1,2")?)?,
             "--repeat" => repeat = args.get(i + 1).context("--repeat N")?.parse()?,
+            "--brokers" => brokers = Some(args.get(i + 1).context("--brokers HOST:PORT")?.clone()),
             other => bail!("unknown argument `{other}`"),
         }
         i += 2;
@@ -268,6 +300,7 @@ fn main() -> Result<()> {
                 &generator_spec(n),
                 w,
                 repeat,
+                None,
             )?;
         }
     }
@@ -281,12 +314,17 @@ fn main() -> Result<()> {
                 &file_spec(&input, &out.join("out.jsonl")),
                 w,
                 repeat,
+                None,
             )?;
         }
         std::fs::remove_dir_all(&out).ok();
     }
-    if !["all", "decode", "generator", "file"].contains(&what) {
-        bail!("unknown benchmark `{what}`: expected all, decode, generator or file");
+    if what == "all" || what == "kafka" {
+        println!();
+        kafka::run(events.unwrap_or(1_000_000), &workers, repeat, brokers)?;
+    }
+    if !["all", "decode", "generator", "file", "kafka"].contains(&what) {
+        bail!("unknown benchmark `{what}`: expected all, decode, generator, file or kafka");
     }
     Ok(())
 }

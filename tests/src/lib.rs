@@ -134,9 +134,16 @@ impl KafkaBroker {
             {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            self.signal(&child, "KILL");
+            if child.try_wait().ok().flatten().is_none() {
+                self.signal(&child, "KILL");
+            }
             let _ = child.wait();
         }
+    }
+
+    /// The broker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Freezes the broker (SIGSTOP): connections stay open and nothing is answered.
@@ -157,6 +164,7 @@ impl KafkaBroker {
     fn signal(&self, child: &std::process::Child, signal: &str) {
         let _ = std::process::Command::new("kill")
             .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 
