@@ -165,6 +165,46 @@ pub fn delay_stream<'scope>(
     stream.map(move |wm| delay_watermark(wm, delay_ms))
 }
 
+/// The watermark of a step reading two streams: at each epoch where it advances, the minimum
+/// of both streams' watermarks as of that epoch (identical on every worker, like its inputs).
+pub fn min_watermarks<'scope>(
+    a: StreamVec<'scope, Epoch, i64>,
+    b: StreamVec<'scope, Epoch, i64>,
+) -> StreamVec<'scope, Epoch, i64> {
+    a.binary_frontier(b, Pipeline, Pipeline, "min_watermark", |_cap, _info| {
+        let mut latest = [WATERMARK_MIN; 2];
+        let mut current = WATERMARK_MIN;
+        let mut pending: BTreeMap<Epoch, (Capability<Epoch>, [i64; 2])> = BTreeMap::new();
+        move |(in_a, fa), (in_b, fb), output| {
+            for (side, input) in [(0, in_a), (1, in_b)] {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        let entry = pending
+                            .entry(*cap.time())
+                            .or_insert_with(|| (cap, [WATERMARK_MIN; 2]));
+                        for wm in data.flat_map(|batch| batch.iter()) {
+                            entry.1[side] = entry.1[side].max(*wm);
+                        }
+                    }
+                });
+            }
+            while let Some(entry) = pending.first_entry() {
+                if fa.less_equal(entry.key()) || fb.less_equal(entry.key()) {
+                    break;
+                }
+                let (cap, marks) = entry.remove();
+                latest[0] = latest[0].max(marks[0]);
+                latest[1] = latest[1].max(marks[1]);
+                let min = latest[0].min(latest[1]);
+                if min > current {
+                    current = min;
+                    output.session(&cap).give(current);
+                }
+            }
+        }
+    })
+}
+
 /// Watermark values that arrived on an operator's watermark input, held with their epoch's
 /// capability until the epoch is complete.
 pub struct PendingWatermarks {

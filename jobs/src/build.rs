@@ -11,8 +11,9 @@ use weir_engine::event::{Epoch, Event, WATERMARK_MIN};
 use weir_engine::failure::Failures;
 use weir_engine::state::{CheckpointSchedule, StateBackend, StateContext};
 use weir_engine::stats::JobStats;
-use weir_engine::watermark::delay_stream;
+use weir_engine::watermark::{delay_stream, min_watermarks};
 use weir_operators::filter_project::FilterProject;
+use weir_operators::ordered::{ordered, OrderedConfig};
 use weir_operators::sink::{
     encode_lines, null_sink, write_sorted_lines, LineWriter, SortedJsonFile, StdoutWriter,
 };
@@ -21,7 +22,9 @@ use weir_operators::source::generator::{GeneratorReader, Pools};
 use weir_operators::source::{source, PartitionReader, Partitions, SourceConfig};
 use weir_operators::window::{WindowAggregate, WindowConfig};
 
-use crate::plan::{KafkaInput, KafkaOutput, Plan, SinkOp, SourceInput, SourcePlan, StepOp};
+use crate::plan::{
+    KafkaInput, KafkaOutput, KeyedOp, Plan, SinkOp, SourceInput, SourcePlan, StepOp,
+};
 
 /// Where operator state is snapshotted and restored from, and when.
 #[derive(Clone)]
@@ -236,22 +239,59 @@ pub fn build<'scope>(
                     aggregates: aggregates.clone(),
                     key_groups: plan.key_groups,
                 };
-                let state = ctx.state.as_ref().map(|s| {
-                    StateContext::new(
-                        step.name.clone(),
-                        s.backend.clone(),
-                        s.schedule.clone(),
-                        plan.key_groups,
-                        worker,
-                        peers,
-                    )
-                });
+                let state = state_context(ctx, &step.name, plan, worker, peers);
                 let out =
                     input.window_aggregate(watermarks.clone(), config, state, ctx.stats.clone());
                 // Results come out `allowed_lateness + 1` ms behind the input watermark.
                 let delayed = delay_stream(watermarks.clone(), allowed_lateness.saturating_add(1));
                 streams.insert(step.name.clone(), (out.results, delayed));
                 streams.insert(format!("{}.late", step.name), (out.late, watermarks));
+            }
+            StepOp::Keyed {
+                key_columns,
+                allowed_lateness,
+                process,
+                ..
+            } => {
+                let mut inputs = vec![input];
+                let mut marks = vec![watermarks.clone()];
+                if let Some(right) = &step.right {
+                    let (stream, wm) = streams.get(right).cloned().ok_or_else(|| {
+                        format!("step `{}`: input `{right}` was not built", step.name)
+                    })?;
+                    inputs.push(stream);
+                    marks.push(wm);
+                }
+                let combined = match &marks[..] {
+                    [a, b] => min_watermarks(a.clone(), b.clone()),
+                    _ => watermarks.clone(),
+                };
+                let config = OrderedConfig {
+                    name: step.name.clone(),
+                    key_columns: key_columns.clone(),
+                    allowed_lateness: *allowed_lateness,
+                    key_groups: plan.key_groups,
+                };
+                let state = state_context(ctx, &step.name, plan, worker, peers);
+                let (w, stats) = (combined.clone(), ctx.stats.clone());
+                let out = match &**process {
+                    KeyedOp::Threshold(p) => ordered(inputs, w, config, p.clone(), state, stats),
+                    KeyedOp::Pattern(p) => ordered(inputs, w, config, p.clone(), state, stats),
+                    KeyedOp::Rolling(p) => ordered(inputs, w, config, p.clone(), state, stats),
+                    KeyedOp::Interval(p) => ordered(inputs, w, config, p.clone(), state, stats),
+                    KeyedOp::WindowJoin(p) => ordered(inputs, w, config, p.clone(), state, stats),
+                    KeyedOp::Temporal(p) => ordered(inputs, w, config, p.clone(), state, stats),
+                };
+                // Results are at or after the input watermark less the allowed lateness.
+                let delayed = delay_stream(combined, *allowed_lateness);
+                streams.insert(step.name.clone(), (out.results, delayed));
+                let mut late = out.late.into_iter().zip(marks);
+                if let Some(l) = late.next() {
+                    streams.insert(format!("{}.late", step.name), l);
+                }
+                if let Some(l) = late.next() {
+                    streams.insert(format!("{}.late_right", step.name), l);
+                }
             }
         }
     }
@@ -291,6 +331,26 @@ pub fn build<'scope>(
         );
     }
     Ok(probe)
+}
+
+/// The state handle of step `name` on `worker`, when the run keeps state.
+fn state_context(
+    ctx: &BuildContext,
+    name: &str,
+    plan: &Plan,
+    worker: usize,
+    peers: usize,
+) -> Option<StateContext> {
+    ctx.state.as_ref().map(|s| {
+        StateContext::new(
+            name.to_string(),
+            s.backend.clone(),
+            s.schedule.clone(),
+            plan.key_groups,
+            worker,
+            peers,
+        )
+    })
 }
 
 #[cfg(feature = "kafka")]

@@ -163,8 +163,19 @@ impl fmt::Display for Plan {
                         aggs.join(", ")
                     )
                 }
+                StepOp::Keyed {
+                    summary,
+                    allowed_lateness,
+                    ..
+                } if *allowed_lateness > 0 => {
+                    format!("{summary}; lateness {}", duration(*allowed_lateness))
+                }
+                StepOp::Keyed { summary, .. } => summary.clone(),
             };
-            writeln!(f, "  {:<20} ← {}", s.name, s.input)?;
+            match &s.right {
+                Some(right) => writeln!(f, "  {:<20} ← {} ⋈ {right}", s.name, s.input)?,
+                None => writeln!(f, "  {:<20} ← {}", s.name, s.input)?,
+            }
             writeln!(f, "  {:<20} {what}", "")?;
             writeln!(f, "  {:<20} {}", "", s.schema)?;
         }

@@ -260,13 +260,110 @@ pub struct WindowSpec {
     pub gap: Option<Dur>,
 }
 
-/// A step. Which fields are present decides its kind: `filter`/`project` (per record) or
-/// `window` + `aggregates`.
+/// The `rule:` of a rule step.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// `threshold` (default), `sequence` or `absence`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Key columns: the rule is evaluated per key.
+    pub key: OneOrMany,
+    /// threshold: the trailing window `(ts - count_over, ts]`.
+    #[serde(default)]
+    pub count_over: Option<Dur>,
+    /// threshold: alert when more than this many events are in the window.
+    #[serde(default)]
+    pub threshold: Option<i64>,
+    /// threshold: only events matching this SQL condition count.
+    #[serde(default, rename = "where")]
+    pub condition: Option<String>,
+    /// threshold: an SQL expression summed over the window (e.g. `amount`).
+    #[serde(default)]
+    pub sum_over: Option<String>,
+    /// threshold: alert when the sum exceeds this.
+    #[serde(default)]
+    pub sum_threshold: Option<f64>,
+    /// sequence, absence: SQL condition of the opening event.
+    #[serde(default)]
+    pub first: Option<String>,
+    /// sequence, absence: SQL condition of the following event.
+    #[serde(default)]
+    pub then: Option<String>,
+    /// sequence, absence: how long after the opening event the following one counts.
+    #[serde(default)]
+    pub within: Option<Dur>,
+    /// The events' id column, listed in alerts (default: `id` or the first `*_id` column
+    /// that is not a key).
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// The `rolling:` of a rolling aggregate step.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollingSpec {
+    /// Key columns.
+    pub key: OneOrMany,
+    /// The trailing range `(ts - over, ts]`.
+    pub over: Dur,
+    /// Output column → aggregate.
+    pub aggregates: IndexMap<String, String>,
+}
+
+/// The `temporal:` of a temporal join.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemporalSpec {
+    /// The dimension changelog stream.
+    #[serde(default)]
+    pub dimension: Option<String>,
+    /// Key column with the same name on both sides (or use the join's `on`).
+    #[serde(default)]
+    pub key: Option<OneOrMany>,
+    /// SQL condition on dimension records that marks a delete (e.g. `op = 'd'`).
+    #[serde(default)]
+    pub deleted: Option<String>,
+}
+
+/// The `join:` of a join step.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSpec {
+    /// Left input stream.
+    pub left: String,
+    /// Right input stream (for temporal joins, or `temporal.dimension`).
+    #[serde(default)]
+    pub right: Option<String>,
+    /// Equalities between left and right columns: `left.device_id = right.device_id`.
+    #[serde(default)]
+    pub on: Option<String>,
+    /// `inner` (default) or `left`.
+    #[serde(default, rename = "type")]
+    pub join_type: Option<String>,
+    /// Interval join: `right.ts` within `[left.ts - within, left.ts + within]`.
+    #[serde(default)]
+    pub within: Option<Dur>,
+    /// Window join: both sides in the same tumbling or sliding window.
+    #[serde(default)]
+    pub window: Option<WindowSpec>,
+    /// Temporal join against a dimension changelog.
+    #[serde(default)]
+    pub temporal: Option<TemporalSpec>,
+    /// Regular join: how long records are kept (in event time) to find partners.
+    #[serde(default)]
+    pub ttl: Option<Dur>,
+}
+
+/// A step. Which fields are present decides its kind: `filter`/`project` (per record),
+/// `window` + `aggregates`, `rule`, `rolling` or `join`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
-    /// Input stream: a source, a step, `<source>.dead_letter` or `<step>.late`.
-    pub from: String,
+    /// Input stream: a source, a step, `<source>.dead_letter` or `<step>.late` (join steps
+    /// name theirs in `join`).
+    #[serde(default)]
+    pub from: Option<String>,
     /// SQL condition; records for which it is not TRUE are dropped.
     #[serde(default)]
     pub filter: Option<String>,
@@ -285,6 +382,40 @@ pub struct StepSpec {
     /// Output column → aggregate (`count(*)`, `sum(amount)`, ...).
     #[serde(default)]
     pub aggregates: Option<IndexMap<String, String>>,
+    /// A fraud rule.
+    #[serde(default)]
+    pub rule: Option<RuleSpec>,
+    /// A rolling aggregate.
+    #[serde(default)]
+    pub rolling: Option<RollingSpec>,
+    /// A join.
+    #[serde(default)]
+    pub join: Option<JoinSpec>,
+}
+
+impl StepSpec {
+    /// The streams the step reads: `from`, or a join's left and right.
+    pub fn inputs(&self) -> Vec<&str> {
+        match &self.join {
+            Some(j) => {
+                let right = j
+                    .right
+                    .as_deref()
+                    .or(j.temporal.as_ref().and_then(|t| t.dimension.as_deref()));
+                std::iter::once(j.left.as_str()).chain(right).collect()
+            }
+            None => self.from.as_deref().into_iter().collect(),
+        }
+    }
+
+    /// True for steps with a `.late` output.
+    pub fn has_late_output(&self) -> bool {
+        self.window.is_some()
+            || self.aggregates.is_some()
+            || self.rule.is_some()
+            || self.rolling.is_some()
+            || self.join.is_some()
+    }
 }
 
 /// A sink. `kind` decides which other fields apply.

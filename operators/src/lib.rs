@@ -4,8 +4,13 @@
 pub mod aggregate;
 pub mod expr;
 pub mod filter_project;
+pub mod join;
 pub mod kafka;
 pub mod keyed;
+pub mod ordered;
+pub mod rolling;
+pub mod rule;
 pub mod sink;
 pub mod source;
+pub mod timed;
 pub mod window;

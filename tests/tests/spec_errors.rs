@@ -77,7 +77,7 @@ fn late_output_of_a_step_that_has_none() {
             SINK,
         ),
         "steps.b.from",
-        "only window steps do",
+        "only window, rule, rolling and join steps do",
     );
 }
 
@@ -169,7 +169,7 @@ fn unknown_and_misplaced_fields() {
     assert_error(
         &job("  a: { from: pay }", SINK),
         "steps.a",
-        "needs `filter`, `project`, or `window`",
+        "needs `filter`, `project`, `window` with `aggregates`, `rule`, `rolling` or `join`",
     );
     assert_error(
         &job("  a: { from: pay, filter: \"true\", key: user_id }", SINK),
@@ -319,4 +319,162 @@ fn set_overrides_are_applied_before_validation() {
     assert_eq!(e.0[0].path, "steps.a.filter");
     let e = load_spec(&spec, &["parallelism".into()]).unwrap_err();
     assert!(e.0[0].message.contains("not path=value"));
+}
+
+#[test]
+fn rule_steps() {
+    assert_error(
+        &job(
+            "  r: { from: pay, rule: { key: user_id, threshold: 3 } }",
+            SINK,
+        ),
+        "steps.r.rule.count_over",
+        "required",
+    );
+    assert_error(
+        &job(
+            "  r: { from: pay, rule: { key: usr, count_over: 10m, threshold: 3 } }",
+            SINK,
+        ),
+        "steps.r.rule.key",
+        "unknown column `usr`",
+    );
+    assert_error(
+        &job(
+            "  r: { from: pay, rule: { key: user_id, count_over: 10m } }",
+            SINK,
+        ),
+        "steps.r.rule.threshold",
+        "required (or `sum_over` with `sum_threshold`)",
+    );
+    assert_error(
+        &job("  r: { from: pay, rule: { key: user_id, count_over: 1h, sum_over: status, sum_threshold: 5 } }", SINK),
+        "steps.r.rule.sum_over",
+        "`status` is not a number",
+    );
+    assert_error(
+        &job("  r: { from: pay, rule: { key: user_id, count_over: 1h, threshold: 1, where: amount } }", SINK),
+        "steps.r.rule.where",
+        "expected a boolean condition",
+    );
+    assert_error(
+        &job("  r: { from: pay, rule: { kind: absence, key: user_id, first: \"status = 'FAILED'\", within: 5m } }", SINK),
+        "steps.r.rule.then",
+        "required for a absence rule",
+    );
+    assert_error(
+        &job("  r: { from: pay, rule: { kind: sequence, key: user_id, first: \"true\", then: \"true\", within: 5m, threshold: 2 } }", SINK),
+        "steps.r.rule.threshold",
+        "not a field of a sequence rule",
+    );
+    assert_error(
+        &job(
+            "  r: { from: pay, rule: { kind: often, key: user_id } }",
+            SINK,
+        ),
+        "steps.r.rule.kind",
+        "unknown rule kind `often`",
+    );
+    assert_error(
+        &job("  r: { from: pay, filter: \"true\", rule: { key: user_id, count_over: 1m, threshold: 1 } }", SINK),
+        "steps.r.filter",
+        "not a field of a rule step",
+    );
+}
+
+#[test]
+fn rolling_steps() {
+    assert_error(
+        &job("  r: { from: pay, rolling: { key: user_id, over: 0s, aggregates: { n: \"count(*)\" } } }", SINK),
+        "steps.r.rolling.over",
+        "must be longer than 0",
+    );
+    assert_error(
+        &job("  r: { from: pay, rolling: { key: user_id, over: 1m, aggregates: { n: \"median(amount)\" } } }", SINK),
+        "steps.r.rolling.aggregates.n",
+        "not an aggregate",
+    );
+    assert_error(
+        &job("  r: { from: pay, rolling: { key: user_id, over: 1m, aggregates: { amount: \"sum(amount)\" } } }", SINK),
+        "steps.r.rolling.aggregates",
+        "rename the aggregate",
+    );
+}
+
+#[test]
+fn join_steps() {
+    let two = |join: &str| job(&format!("  j: {{ join: {join} }}"), SINK);
+    assert_error(
+        &two("{ left: pay, right: pay, on: \"left.user_id = right.user_id\" }"),
+        "steps.j.join",
+        "a regular join must bound its state",
+    );
+    assert_error(
+        &two("{ left: pay, right: pay, on: \"left.user_id = right.amount\", within: 1m }"),
+        "steps.j.join.on",
+        "join keys must have one type",
+    );
+    assert_error(
+        &two("{ left: pay, right: pay, on: \"left.user_id < right.user_id\", within: 1m }"),
+        "steps.j.join.on",
+        "expected equalities",
+    );
+    assert_error(
+        &two("{ left: pay, right: nope, on: \"left.user_id = right.user_id\", within: 1m }"),
+        "steps.j.join.right",
+        "unknown stream `nope`",
+    );
+    assert_error(
+        &two("{ left: pay, right: pay, on: \"left.user_id = right.user_id\", within: 1m, window: { kind: tumbling, size: 1m } }"),
+        "steps.j.join",
+        "not within and window",
+    );
+    assert_error(
+        &two("{ left: pay, right: pay, on: \"left.user_id = right.user_id\", window: { kind: session, gap: 1m } }"),
+        "steps.j.join.window.kind",
+        "tumbling or sliding",
+    );
+    assert_error(
+        &two("{ left: pay, right: pay, type: full, on: \"left.user_id = right.user_id\", within: 1m }"),
+        "steps.j.join.type",
+        "expected inner or left",
+    );
+    assert_error(
+        &two("{ left: pay, temporal: { dimension: pay, key: user_id, deleted: amount } }"),
+        "steps.j.join.temporal.deleted",
+        "expected a boolean condition",
+    );
+    assert_error(
+        &job("  j: { from: pay, join: { left: pay, right: pay, on: \"left.user_id = right.user_id\", within: 1m } }", SINK),
+        "steps.j.from",
+        "names its inputs in `join.left`",
+    );
+    // Output columns of the right side that clash with the left are prefixed.
+    let plan = load_spec(
+        &job(
+            "  j: { join: { left: pay, right: pay, on: \"left.user_id = right.user_id\", within: 1m } }",
+            "  out: { from: j, kind: stdout }\n  late: { from: j.late_right, kind: stdout }",
+        ),
+        &[],
+    )
+    .unwrap();
+    let names: Vec<&str> = plan.steps[0]
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "user_id",
+            "amount",
+            "status",
+            "ts",
+            "pay_user_id",
+            "pay_amount",
+            "pay_status",
+            "pay_ts"
+        ]
+    );
 }

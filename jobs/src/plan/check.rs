@@ -67,3 +67,57 @@ pub(super) fn timestamp_format(
         }
     }
 }
+
+/// Compiles a boolean SQL condition against `schema`.
+pub(super) fn condition(
+    path: &str,
+    text: &str,
+    schema: &weir_engine::data::Schema,
+    errors: &mut Vec<SpecError>,
+) -> Option<weir_operators::expr::Expr> {
+    use weir_engine::data::DataType;
+    match weir_operators::expr::Expr::compile(text, schema) {
+        Ok(e) if matches!(e.dtype(), Some(DataType::Bool) | None) => Some(e),
+        Ok(e) => {
+            errors.push(SpecError::new(
+                path,
+                format!(
+                    "`{text}` is a {}, expected a boolean condition",
+                    e.dtype().map_or("NULL".into(), |t| t.to_string())
+                ),
+            ));
+            None
+        }
+        Err(e) => {
+            errors.push(SpecError::new(path, e.message));
+            None
+        }
+    }
+}
+
+/// Resolves key column names against `schema`.
+pub(super) fn key_columns(
+    path: &str,
+    names: &[String],
+    schema: &weir_engine::data::Schema,
+    errors: &mut Vec<SpecError>,
+) -> Option<Vec<usize>> {
+    if names.is_empty() {
+        errors.push(SpecError::new(path, "needs at least one key column"));
+        return None;
+    }
+    let mut columns = Vec::new();
+    for name in names {
+        match schema.index_of(name) {
+            Some(i) => columns.push(i),
+            None => errors.push(SpecError::new(
+                path,
+                format!(
+                    "unknown column `{name}` (columns: {})",
+                    schema.column_list()
+                ),
+            )),
+        }
+    }
+    (columns.len() == names.len()).then_some(columns)
+}

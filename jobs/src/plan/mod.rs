@@ -5,6 +5,7 @@
 //! validators they share.
 
 mod check;
+mod keyed;
 mod sinks;
 mod sources;
 mod steps;
@@ -20,7 +21,10 @@ use weir_engine::event::dead_letter_schema;
 use weir_engine::keys::KeyGroups;
 use weir_operators::aggregate::Aggregates;
 use weir_operators::expr::Expr;
+use weir_operators::join::{IntervalJoin, TemporalJoin, WindowJoin};
 use weir_operators::kafka::{EndMode, MetadataColumns, StartMode};
+use weir_operators::rolling::Rolling;
+use weir_operators::rule::{Pattern, Threshold};
 use weir_operators::source::generator::GeneratorConfig;
 use weir_operators::source::OnError;
 use weir_operators::window::WindowKind;
@@ -129,8 +133,10 @@ pub struct KafkaInput {
 pub struct StepPlan {
     /// Name.
     pub name: String,
-    /// Input stream.
+    /// Input stream (a join's left input).
     pub input: String,
+    /// A join's right input.
+    pub right: Option<String>,
     /// Output schema.
     pub schema: SchemaRef,
     /// What it does.
@@ -158,6 +164,34 @@ pub enum StepOp {
         /// Aggregates.
         aggregates: Arc<Aggregates>,
     },
+    /// Per-key processing in event-time order: rules, rolling aggregates, joins.
+    Keyed {
+        /// What it computes, for `weir validate`.
+        summary: String,
+        /// Key columns, per input.
+        key_columns: Vec<Vec<usize>>,
+        /// Allowed lateness, ms.
+        allowed_lateness: i64,
+        /// The per-key logic.
+        process: Box<KeyedOp>,
+    },
+}
+
+/// The per-key logic of a [`StepOp::Keyed`] step.
+#[derive(Clone, Debug)]
+pub enum KeyedOp {
+    /// Threshold rule.
+    Threshold(Threshold),
+    /// Sequence or absence rule.
+    Pattern(Pattern),
+    /// Rolling aggregates.
+    Rolling(Rolling),
+    /// Interval (or regular, TTL-bounded) join.
+    Interval(IntervalJoin),
+    /// Window join.
+    WindowJoin(WindowJoin),
+    /// Temporal join against a dimension.
+    Temporal(TemporalJoin),
 }
 
 /// A sink.
@@ -285,39 +319,72 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
     }
     for name in order_steps(spec, &mut errors) {
         let step = &spec.steps[name];
-        let from = step.from.as_str();
-        let input = match resolve(from, spec) {
-            None => {
-                errors.push(SpecError::new(
-                    format!("steps.{name}.from"),
-                    format!("unknown stream `{from}` (known: {})", known_streams(spec)),
-                ));
-                None
-            }
-            Some(Producer::Late(up)) if spec.steps[up].window.is_none() => {
-                errors.push(SpecError::new(
-                    format!("steps.{name}.from"),
-                    format!("step `{up}` has no late output: only window steps do"),
-                ));
-                None
-            }
-            Some(_) if broken.contains(from) || broken.contains(from.trim_end_matches(".late")) => {
-                None
-            }
-            Some(_) => streams.get(from).cloned(),
+        let names = step.inputs();
+        if names.is_empty() {
+            errors.push(SpecError::new(
+                format!("steps.{name}.from"),
+                "required: the input stream",
+            ));
+            broken.insert(name.to_string());
+            continue;
+        }
+        let field = |i: usize| match (&step.join, i) {
+            (Some(_), 0) => "join.left",
+            (Some(_), _) => "join.right",
+            (None, _) => "from",
         };
-        let planned = input.and_then(|schema| {
-            plan_step(name, step, &schema, &mut errors).map(|(op, out)| (op, out, schema))
-        });
+        let mut inputs = Vec::new();
+        for (i, from) in names.iter().copied().enumerate() {
+            let upstream_broken = |s: &str| {
+                broken.contains(s)
+                    || broken.contains(s.trim_end_matches(".late"))
+                    || broken.contains(s.trim_end_matches(".late_right"))
+            };
+            match resolve(from, spec) {
+                None => errors.push(SpecError::new(
+                    format!("steps.{name}.{}", field(i)),
+                    format!("unknown stream `{from}` (known: {})", known_streams(spec)),
+                )),
+                Some(Producer::Late(up)) if !spec.steps[up].has_late_output() => {
+                    errors.push(SpecError::new(
+                        format!("steps.{name}.{}", field(i)),
+                        format!(
+                            "step `{up}` has no late output: only window, rule, rolling and join steps do"
+                        ),
+                    ))
+                }
+                Some(Producer::LateRight(up)) if spec.steps[up].join.is_none() => {
+                    errors.push(SpecError::new(
+                        format!("steps.{name}.{}", field(i)),
+                        format!("step `{up}` has no `.late_right` output: only join steps do"),
+                    ))
+                }
+                Some(_) if upstream_broken(from) => {}
+                Some(_) => {
+                    if let Some(schema) = streams.get(from) {
+                        inputs.push((from.to_string(), schema.clone()));
+                    }
+                }
+            }
+        }
+        let planned = if inputs.len() == names.len() {
+            plan_step(name, step, &inputs, &mut errors)
+        } else {
+            None
+        };
         match planned {
-            Some((op, schema, input_schema)) => {
+            Some((op, schema)) => {
                 streams.insert(name.to_string(), schema.clone());
-                if matches!(op, StepOp::Window { .. }) {
-                    streams.insert(format!("{name}.late"), input_schema);
+                if step.has_late_output() {
+                    streams.insert(format!("{name}.late"), inputs[0].1.clone());
+                }
+                if let Some((_, right)) = inputs.get(1) {
+                    streams.insert(format!("{name}.late_right"), right.clone());
                 }
                 steps.push(StepPlan {
                     name: name.to_string(),
-                    input: from.to_string(),
+                    input: inputs[0].0.clone(),
+                    right: inputs.get(1).map(|(n, _)| n.clone()),
                     schema,
                     op,
                 });
@@ -341,7 +408,10 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
         let schema = match streams.get(from) {
             Some(schema) => schema.clone(),
             None if resolve(from, spec).is_some() => {
-                if !broken.contains(from) && !broken.contains(from.trim_end_matches(".late")) {
+                if !broken.contains(from)
+                    && !broken.contains(from.trim_end_matches(".late"))
+                    && !broken.contains(from.trim_end_matches(".late_right"))
+                {
                     errors.push(SpecError::new(
                         format!("sinks.{name}.from"),
                         format!("`{from}` has no such output"),

@@ -13,7 +13,7 @@ use weir_operators::window::WindowKind;
 use super::check::positive;
 use super::StepOp;
 use crate::error::SpecError;
-use crate::spec::{Dur, JobSpec, StepSpec};
+use crate::spec::{Dur, JobSpec, StepSpec, WindowSpec};
 
 /// What a stream name refers to.
 pub(super) enum Producer<'a> {
@@ -21,6 +21,7 @@ pub(super) enum Producer<'a> {
     DeadLetter,
     Step(&'a str),
     Late(&'a str),
+    LateRight(&'a str),
 }
 
 pub(super) fn resolve<'a>(from: &'a str, spec: &'a JobSpec) -> Option<Producer<'a>> {
@@ -33,6 +34,11 @@ pub(super) fn resolve<'a>(from: &'a str, spec: &'a JobSpec) -> Option<Producer<'
     if let Some(src) = from.strip_suffix(".dead_letter") {
         if spec.sources.contains_key(src) {
             return Some(Producer::DeadLetter);
+        }
+    }
+    if let Some(step) = from.strip_suffix(".late_right") {
+        if let Some((name, _)) = spec.steps.get_key_value(step) {
+            return Some(Producer::LateRight(name.as_str()));
         }
     }
     if let Some(step) = from.strip_suffix(".late") {
@@ -51,54 +57,72 @@ pub(super) fn known_streams(spec: &JobSpec) -> String {
     }
     for (s, step) in &spec.steps {
         names.push(s.clone());
-        if step.window.is_some() {
+        if step.has_late_output() {
             names.push(format!("{s}.late"));
+        }
+        if step.join.is_some() {
+            names.push(format!("{s}.late_right"));
         }
     }
     names.join(", ")
 }
 
-/// Orders steps so every step comes after the step it reads; reports unknown inputs and
-/// cycles.
+/// Orders steps so every step comes after the steps it reads; reports cycles (unknown
+/// inputs are reported by the caller).
 pub(super) fn order_steps<'a>(spec: &'a JobSpec, errors: &mut Vec<SpecError>) -> Vec<&'a str> {
     let mut order = Vec::new();
     // 0: unvisited, 1: on the current path, 2: done.
     let mut mark: HashMap<&str, u8> = HashMap::new();
     let mut reported_cycles = BTreeSet::new();
+    fn upstream<'a>(spec: &'a JobSpec, step: &str) -> Vec<&'a str> {
+        spec.steps[step]
+            .inputs()
+            .into_iter()
+            .filter_map(|from| match resolve(from, spec) {
+                Some(Producer::Step(up) | Producer::Late(up) | Producer::LateRight(up)) => Some(up),
+                _ => None,
+            })
+            .collect()
+    }
     for name in spec.steps.keys() {
-        let mut path: Vec<&str> = Vec::new();
-        let mut current = name.as_str();
-        loop {
-            match mark.get(current).copied().unwrap_or(0) {
-                2 => break,
+        // Depth-first, with an explicit stack of (step, its upstream steps still to visit).
+        let mut path: Vec<(&str, Vec<&str>)> = Vec::new();
+        if mark.get(name.as_str()).copied().unwrap_or(0) == 0 {
+            mark.insert(name.as_str(), 1);
+            path.push((name.as_str(), upstream(spec, name)));
+        }
+        while let Some((current, pending)) = path.last_mut() {
+            let current = *current;
+            let Some(next) = pending.pop() else {
+                mark.insert(current, 2);
+                order.push(current);
+                path.pop();
+                continue;
+            };
+            match mark.get(next).copied().unwrap_or(0) {
+                2 => {}
                 1 => {
-                    let start = path.iter().position(|s| *s == current).unwrap_or(0);
-                    let cycle: Vec<&str> = path[start..].to_vec();
-                    let first = cycle.iter().min().copied().unwrap_or(current);
+                    let start = path.iter().position(|(s, _)| *s == next).unwrap_or(0);
+                    let cycle: Vec<&str> = path[start..].iter().map(|(s, _)| *s).collect();
+                    let first = cycle.iter().min().copied().unwrap_or(next);
                     if reported_cycles.insert(first.to_string()) {
                         let mut shown = cycle.join(" → ");
-                        let _ = write!(shown, " → {current}");
+                        let _ = write!(shown, " → {next}");
+                        let field = if spec.steps[first].join.is_some() {
+                            "join"
+                        } else {
+                            "from"
+                        };
                         errors.push(SpecError::new(
-                            format!("steps.{first}.from"),
+                            format!("steps.{first}.{field}"),
                             format!("steps form a cycle: {shown}"),
                         ));
                     }
-                    break;
                 }
-                _ => {}
-            }
-            mark.insert(current, 1);
-            path.push(current);
-            let from = spec.steps[current].from.as_str();
-            match resolve(from, spec) {
-                Some(Producer::Step(up)) | Some(Producer::Late(up)) => current = up,
-                _ => break,
-            }
-        }
-        for step in path.into_iter().rev() {
-            if mark.get(step) == Some(&1) {
-                mark.insert(step, 2);
-                order.push(step);
+                _ => {
+                    mark.insert(next, 1);
+                    path.push((next, upstream(spec, next)));
+                }
             }
         }
     }
@@ -108,9 +132,13 @@ pub(super) fn order_steps<'a>(spec: &'a JobSpec, errors: &mut Vec<SpecError>) ->
 pub(super) fn plan_step(
     name: &str,
     step: &StepSpec,
-    input: &SchemaRef,
+    inputs: &[(String, SchemaRef)],
     errors: &mut Vec<SpecError>,
 ) -> Option<(StepOp, SchemaRef)> {
+    if let Some(planned) = super::keyed::plan_keyed(name, step, inputs, errors) {
+        return planned;
+    }
+    let input = &inputs.first()?.1;
     let path = format!("steps.{name}");
     let before = errors.len();
     let is_window = step.window.is_some() || step.aggregates.is_some();
@@ -133,74 +161,7 @@ pub(super) fn plan_step(
             ));
             return None;
         };
-        let wpath = format!("{path}.window");
-        let size = positive(&format!("{wpath}.size"), window.size, errors);
-        let slide = positive(&format!("{wpath}.slide"), window.slide, errors);
-        let gap = positive(&format!("{wpath}.gap"), window.gap, errors);
-        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
-        let mut forbid = |field: &str, present: bool, kind: &str| {
-            if present {
-                errors.push(SpecError::new(
-                    format!("{wpath}.{field}"),
-                    format!("not a field of a {kind} window"),
-                ));
-            }
-        };
-        let kind = match window.kind.as_str() {
-            "tumbling" => {
-                forbid("slide", window.slide.is_some(), "tumbling");
-                forbid("gap", window.gap.is_some(), "tumbling");
-                size.map(|s| WindowKind::Tumbling { size: ms(s) })
-            }
-            "sliding" | "hopping" => {
-                forbid("gap", window.gap.is_some(), "sliding");
-                match (size, slide) {
-                    (Some(size), Some(slide)) if slide > size => {
-                        errors.push(SpecError::new(format!("{wpath}.slide"), format!("{slide:?} is longer than the window ({size:?}): records between windows would be lost")));
-                        None
-                    }
-                    (Some(size), Some(slide)) => Some(WindowKind::Sliding {
-                        size: ms(size),
-                        slide: ms(slide),
-                    }),
-                    _ => {
-                        if window.slide.is_none() {
-                            errors.push(SpecError::new(
-                                format!("{wpath}.slide"),
-                                "required for sliding windows",
-                            ));
-                        }
-                        None
-                    }
-                }
-            }
-            "session" => {
-                forbid("size", window.size.is_some(), "session");
-                forbid("slide", window.slide.is_some(), "session");
-                if window.gap.is_none() {
-                    errors.push(SpecError::new(
-                        format!("{wpath}.gap"),
-                        "required for session windows",
-                    ));
-                }
-                gap.map(|g| WindowKind::Session { gap: ms(g) })
-            }
-            other => {
-                errors.push(SpecError::new(
-                    format!("{wpath}.kind"),
-                    format!("unknown window kind `{other}`: expected tumbling, sliding or session"),
-                ));
-                None
-            }
-        };
-        if matches!(window.kind.as_str(), "tumbling" | "sliding" | "hopping")
-            && window.size.is_none()
-        {
-            errors.push(SpecError::new(
-                format!("{wpath}.size"),
-                format!("required for {} windows", window.kind),
-            ));
-        }
+        let kind = window_kind(&format!("{path}.window"), window, errors);
         let keys = step.key.as_ref().map(|k| k.to_vec()).unwrap_or_default();
         let mut key_columns = Vec::new();
         let mut fields = Vec::new();
@@ -282,7 +243,7 @@ pub(super) fn plan_step(
         if step.filter.is_none() && step.project.is_none() {
             errors.push(SpecError::new(
                 path.clone(),
-                "a step needs `filter`, `project`, or `window` with `aggregates`",
+                "a step needs `filter`, `project`, `window` with `aggregates`, `rule`, `rolling` or `join`",
             ));
             return None;
         }
@@ -351,4 +312,78 @@ pub(super) fn plan_step(
         };
         (errors.len() == before).then_some((StepOp::FilterProject { filter, project }, schema))
     }
+}
+
+/// Checks a `window:` section.
+pub(super) fn window_kind(
+    wpath: &str,
+    window: &WindowSpec,
+    errors: &mut Vec<SpecError>,
+) -> Option<WindowKind> {
+    let size = positive(&format!("{wpath}.size"), window.size, errors);
+    let slide = positive(&format!("{wpath}.slide"), window.slide, errors);
+    let gap = positive(&format!("{wpath}.gap"), window.gap, errors);
+    let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+    let mut forbid = |field: &str, present: bool, kind: &str| {
+        if present {
+            errors.push(SpecError::new(
+                format!("{wpath}.{field}"),
+                format!("not a field of a {kind} window"),
+            ));
+        }
+    };
+    let kind = match window.kind.as_str() {
+        "tumbling" => {
+            forbid("slide", window.slide.is_some(), "tumbling");
+            forbid("gap", window.gap.is_some(), "tumbling");
+            size.map(|s| WindowKind::Tumbling { size: ms(s) })
+        }
+        "sliding" | "hopping" => {
+            forbid("gap", window.gap.is_some(), "sliding");
+            match (size, slide) {
+                (Some(size), Some(slide)) if slide > size => {
+                    errors.push(SpecError::new(format!("{wpath}.slide"), format!("{slide:?} is longer than the window ({size:?}): records between windows would be lost")));
+                    None
+                }
+                (Some(size), Some(slide)) => Some(WindowKind::Sliding {
+                    size: ms(size),
+                    slide: ms(slide),
+                }),
+                _ => {
+                    if window.slide.is_none() {
+                        errors.push(SpecError::new(
+                            format!("{wpath}.slide"),
+                            "required for sliding windows",
+                        ));
+                    }
+                    None
+                }
+            }
+        }
+        "session" => {
+            forbid("size", window.size.is_some(), "session");
+            forbid("slide", window.slide.is_some(), "session");
+            if window.gap.is_none() {
+                errors.push(SpecError::new(
+                    format!("{wpath}.gap"),
+                    "required for session windows",
+                ));
+            }
+            gap.map(|g| WindowKind::Session { gap: ms(g) })
+        }
+        other => {
+            errors.push(SpecError::new(
+                format!("{wpath}.kind"),
+                format!("unknown window kind `{other}`: expected tumbling, sliding or session"),
+            ));
+            None
+        }
+    };
+    if matches!(window.kind.as_str(), "tumbling" | "sliding" | "hopping") && window.size.is_none() {
+        errors.push(SpecError::new(
+            format!("{wpath}.size"),
+            format!("required for {} windows", window.kind),
+        ));
+    }
+    kind
 }

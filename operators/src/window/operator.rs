@@ -1,25 +1,19 @@
 //! The timely operator of a window step.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use weir_engine::data::RowBuilder;
 use weir_engine::event::{Epoch, Event};
 use weir_engine::keys::KeyGroups;
 use weir_engine::state::StateContext;
 use weir_engine::stats::JobStats;
-use weir_engine::watermark::PendingWatermarks;
 
 use super::assign::WindowKind;
 use super::state::{ClosedWindow, WindowState};
 use crate::aggregate::Aggregates;
-use crate::keyed::{key_exchange, KeyExtractor};
+use crate::keyed::KeyExtractor;
+use crate::timed::{timed_operator, TimedInput, TimedLogic};
 
 /// What a window step computes.
 #[derive(Clone, Debug)]
@@ -152,6 +146,26 @@ impl WindowLogic {
     }
 }
 
+impl TimedLogic for WindowLogic {
+    type State = WindowState;
+
+    fn insert(&mut self, _input: usize, event: Event, fired_wm: i64) -> Option<Event> {
+        WindowLogic::insert(self, event, fired_wm)
+    }
+
+    fn advance(&mut self, wm: i64, out: &mut Vec<Event>) {
+        self.close(wm, out)
+    }
+
+    fn state(&self) -> &WindowState {
+        &self.state
+    }
+
+    fn state_mut(&mut self) -> &mut WindowState {
+        &mut self.state
+    }
+}
+
 impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
     fn window_aggregate(
         self,
@@ -160,19 +174,6 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
         state: Option<StateContext>,
         stats: Arc<JobStats>,
     ) -> WindowOutputs<'scope> {
-        let scope = self.scope();
-        let peers = scope.peers();
-        let mut builder = OperatorBuilder::new(config.name.clone(), scope);
-        let pact = key_exchange(config.key_columns.clone(), config.key_groups, peers);
-        let mut data_in = builder.new_input(self, pact);
-        let mut wm_in = builder.new_input(watermarks, Pipeline);
-        let (results_out, results) = builder.new_output();
-        let (late_out, late) = builder.new_output();
-        let mut results_out: OutputBuilder<_, CapacityContainerBuilder<Vec<Event>>> =
-            OutputBuilder::from(results_out);
-        let mut late_out: OutputBuilder<_, CapacityContainerBuilder<Vec<Event>>> =
-            OutputBuilder::from(late_out);
-
         let window_state = WindowState::new(
             config.name.clone(),
             config.kind,
@@ -180,7 +181,12 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
             config.key_groups,
         );
         let output_columns = config.key_columns.len() + 2 + config.aggregates.len();
-        let mut logic = WindowLogic {
+        let (name, key_groups) = (config.name.clone(), config.key_groups);
+        let input = TimedInput {
+            stream: self,
+            key_columns: config.key_columns.clone(),
+        };
+        let logic = WindowLogic {
             keys: KeyExtractor::new(config.key_columns.clone()),
             output: RowBuilder::new(output_columns),
             closed: Vec::new(),
@@ -188,124 +194,10 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
             stats,
             config,
         };
-        let mut state_ctx = state;
-        if let Some(ctx) = &state_ctx {
-            if let Err(e) = ctx.restore(&mut logic.state) {
-                panic!(
-                    "window step `{}` cannot restore its state: {e}",
-                    logic.config.name
-                );
-            }
+        let mut out = timed_operator(&name, vec![input], watermarks, key_groups, logic, state);
+        WindowOutputs {
+            results: out.results,
+            late: out.late.pop().expect("one input"),
         }
-
-        builder.build(move |_initial_caps| {
-            let mut watermarks = PendingWatermarks::default();
-            // Records of epochs after a pending checkpoint wait here until it is taken.
-            let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<Event>)> = BTreeMap::new();
-            let mut late_buf = Vec::new();
-            let mut closed_buf = Vec::new();
-
-            move |frontiers| {
-                let mut results_out = results_out.activate();
-                let mut late_out = late_out.activate();
-
-                wm_in.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(0) {
-                        for batch in data {
-                            for wm in batch.drain(..) {
-                                watermarks.push(cap.clone(), wm);
-                            }
-                        }
-                    }
-                });
-
-                let checkpoint = state_ctx
-                    .as_ref()
-                    .and_then(StateContext::pending_checkpoint);
-                data_in.for_each_stamp(|cap, data| {
-                    let Some(&epoch) = cap.least() else { return };
-                    if checkpoint.is_some_and(|c| epoch > c) {
-                        let entry = stash.entry(epoch).or_insert_with(|| {
-                            (
-                                cap.retain_least(1).expect("a message has a time"),
-                                Vec::new(),
-                            )
-                        });
-                        for batch in data {
-                            entry.1.append(batch);
-                        }
-                        return;
-                    }
-                    let fired = watermarks.current();
-                    for batch in data {
-                        for event in batch.drain(..) {
-                            late_buf.extend(logic.insert(event, fired));
-                        }
-                    }
-                    if !late_buf.is_empty() {
-                        late_out.session(&cap).give_iterator(late_buf.drain(..));
-                    }
-                });
-
-                // Complete epochs, in order: close windows at each epoch's watermark; take the
-                // pending checkpoint once its epoch is complete, then release the records held
-                // back for it. After the inputs end nothing is checkpointed.
-                let running =
-                    !frontiers[0].frontier().is_empty() || !frontiers[1].frontier().is_empty();
-                let complete =
-                    |e: &Epoch| !frontiers[0].less_equal(e) && !frontiers[1].less_equal(e);
-                loop {
-                    let next_wm = watermarks.next_epoch().filter(|e| complete(e));
-                    let checkpoint = state_ctx
-                        .as_ref()
-                        .and_then(StateContext::pending_checkpoint)
-                        .filter(|c| complete(c));
-                    let release_until = match (next_wm, checkpoint) {
-                        (Some(e), c) if c.is_none_or(|c| e <= c) => {
-                            let (cap, wm) = watermarks.pop_first().expect("a pending epoch");
-                            logic.close(wm, &mut closed_buf);
-                            if !closed_buf.is_empty() {
-                                results_out
-                                    .session(&cap)
-                                    .give_iterator(closed_buf.drain(..));
-                            }
-                            continue;
-                        }
-                        (_, Some(c)) if running => {
-                            let ctx = state_ctx.as_mut().expect("a checkpoint implies state");
-                            if let Err(e) = ctx.snapshot(c, &logic.state) {
-                                panic!(
-                                    "window step `{}`: checkpoint {c} failed: {e}",
-                                    logic.config.name
-                                );
-                            }
-                            ctx.pending_checkpoint()
-                        }
-                        // The inputs ended with records still held for a checkpoint that will not
-                        // be taken: release them all.
-                        (_, Some(_)) if !stash.is_empty() => None,
-                        _ => break,
-                    };
-                    let fired = watermarks.current();
-                    while let Some(entry) = stash.first_entry() {
-                        if release_until.is_some_and(|n| *entry.key() > n) {
-                            break;
-                        }
-                        let (cap, events) = entry.remove();
-                        for event in events {
-                            late_buf.extend(logic.insert(event, fired));
-                        }
-                        if !late_buf.is_empty() {
-                            late_out.session(&cap).give_iterator(late_buf.drain(..));
-                        }
-                    }
-                    if !running && stash.is_empty() && watermarks.next_epoch().is_none() {
-                        break;
-                    }
-                }
-            }
-        });
-
-        WindowOutputs { results, late }
     }
 }

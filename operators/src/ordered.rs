@@ -1,0 +1,339 @@
+//! Keyed processing in event-time order: the engine under rules, rolling aggregates and
+//! joins.
+//!
+//! Records wait until the watermark passes them (minus the allowed lateness); then, per key,
+//! they are handed to a [`KeyedProcess`] in event-time order — records of one key, one event
+//! time and one input together, inputs in [`KeyedProcess::side_rank`] order, rows in byte
+//! order — interleaved with the timers the process asks for. A timer at `t` fires after every
+//! record at `t` or earlier has been processed. Because the order depends only on the records
+//! and never on arrival, results are the same at any worker count and on every replay.
+//!
+//! A record is late when its event time is behind its own partition watermark (or the last
+//! fired watermark) by more than the allowed lateness: it goes to the late output instead.
+//! Results carry their event time as their watermark; downstream, the step's watermark is the
+//! input watermark delayed by the allowed lateness.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+use weir_engine::data::Row;
+use weir_engine::event::{Epoch, Event, WATERMARK_MIN};
+use weir_engine::keys::{KeyGroup, KeyGroups};
+use weir_engine::state::{
+    decode_state, encode_state, KeyedState, StateContext, StateError, StateStats,
+};
+use weir_engine::stats::JobStats;
+
+use crate::keyed::{KeyExtractor, KeyRef};
+use crate::timed::{timed_operator, TimedInput, TimedLogic, TimedOutputs};
+
+/// What an ordered step keeps per key.
+pub trait KeyState: Clone + Default + Serialize + DeserializeOwned + 'static {
+    /// Records (or versions) held; a key holding none and without a timer is dropped.
+    fn entries(&self) -> usize;
+}
+
+/// Per-key logic run in event-time order.
+pub trait KeyedProcess: 'static {
+    /// What is kept per key.
+    type KeyState: KeyState;
+
+    /// Every record of one key at event time `ts` from input `side`, in row byte order.
+    fn on_records(
+        &mut self,
+        key: &Row,
+        ts: i64,
+        side: usize,
+        rows: &[Row],
+        state: &mut Self::KeyState,
+        out: &mut Vec<Event>,
+    );
+
+    /// The key's timer at `t` is due: every record at `t` or before has been processed.
+    fn on_timer(&mut self, key: &Row, t: i64, state: &mut Self::KeyState, out: &mut Vec<Event>);
+
+    /// When the key next needs [`on_timer`](Self::on_timer), if ever.
+    fn next_timer(&self, state: &Self::KeyState) -> Option<i64>;
+
+    /// Records of equal key and event time are processed by input in this order (lowest
+    /// first); by default in input order.
+    fn side_rank(&self, side: usize) -> usize {
+        side
+    }
+}
+
+/// A key's state and its armed timer.
+#[derive(Clone, Serialize, Deserialize)]
+struct KeyEntry<S> {
+    state: S,
+    timer: Option<i64>,
+}
+
+/// A record waiting for the watermark.
+#[derive(Clone, Serialize, Deserialize)]
+struct Pending {
+    ts: i64,
+    rank: u8,
+    side: u8,
+    key: Row,
+    row: Row,
+}
+
+/// What a snapshot of one key group holds.
+#[derive(Serialize, Deserialize)]
+struct GroupSnapshot<S> {
+    pending: Vec<Pending>,
+    keys: Vec<(Row, KeyEntry<S>)>,
+}
+
+/// The state of an ordered keyed step on one worker: records waiting for the watermark, and
+/// per-key state with its timer.
+pub struct OrderedState<S> {
+    name: String,
+    key_groups: KeyGroups,
+    pending: Vec<Pending>,
+    keys: HashMap<Row, KeyEntry<S>>,
+    timers: BTreeSet<(i64, Row)>,
+}
+
+impl<S: KeyState> KeyedState for OrderedState<S> {
+    fn snapshot_groups(&self) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
+        let mut groups: BTreeMap<KeyGroup, GroupSnapshot<S>> = BTreeMap::new();
+        let empty = || GroupSnapshot {
+            pending: Vec::new(),
+            keys: Vec::new(),
+        };
+        for p in &self.pending {
+            let group = self.key_groups.group_of(p.key.as_bytes());
+            groups
+                .entry(group)
+                .or_insert_with(empty)
+                .pending
+                .push(p.clone());
+        }
+        for (key, entry) in &self.keys {
+            let group = self.key_groups.group_of(key.as_bytes());
+            groups
+                .entry(group)
+                .or_insert_with(empty)
+                .keys
+                .push((key.clone(), entry.clone()));
+        }
+        groups
+            .into_iter()
+            .map(|(group, mut snapshot)| {
+                // Same state, same bytes: no hash-map or arrival order leaks in.
+                snapshot.pending.sort_by(|a, b| {
+                    (a.ts, a.rank, &a.key, &a.row).cmp(&(b.ts, b.rank, &b.key, &b.row))
+                });
+                snapshot.keys.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok((group, encode_state(&self.name, group, &snapshot)?))
+            })
+            .collect()
+    }
+
+    fn restore_group(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<(), StateError> {
+        let snapshot: GroupSnapshot<S> = decode_state(&self.name, group, bytes)?;
+        self.pending.extend(snapshot.pending);
+        for (key, entry) in snapshot.keys {
+            if let Some(t) = entry.timer {
+                self.timers.insert((t, key.clone()));
+            }
+            self.keys.insert(key, entry);
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> StateStats {
+        StateStats {
+            keys: self.keys.len(),
+            entries: self.pending.len()
+                + self.keys.values().map(|e| e.state.entries()).sum::<usize>(),
+        }
+    }
+}
+
+/// The logic driving a [`KeyedProcess`] from the timed operator.
+struct OrderedLogic<P: KeyedProcess> {
+    process: P,
+    state: OrderedState<P::KeyState>,
+    extractors: Vec<KeyExtractor>,
+    lateness: i64,
+    stats: Arc<JobStats>,
+    group: Vec<Row>,
+}
+
+impl<P: KeyedProcess> OrderedLogic<P> {
+    /// After the process touched `key`: re-arms its timer, drops it when empty.
+    fn settle(&mut self, key: &Row) {
+        let Some(entry) = self.state.keys.get_mut(key) else {
+            return;
+        };
+        let next = self.process.next_timer(&entry.state);
+        if next != entry.timer {
+            if let Some(old) = entry.timer {
+                self.state.timers.remove(&(old, key.clone()));
+            }
+            if let Some(new) = next {
+                self.state.timers.insert((new, key.clone()));
+            }
+            entry.timer = next;
+        }
+        if entry.timer.is_none() && entry.state.entries() == 0 {
+            self.state.keys.remove(key);
+        }
+    }
+
+    /// Fires every timer before `until` (exclusive).
+    fn fire_timers(&mut self, until: i64, out: &mut Vec<Event>) {
+        while let Some((t, _)) = self.state.timers.first() {
+            if *t >= until {
+                break;
+            }
+            let (t, key) = self.state.timers.pop_first().expect("non-empty");
+            let entry = self.state.keys.get_mut(&key).expect("a timer has its key");
+            entry.timer = None;
+            self.process.on_timer(&key, t, &mut entry.state, out);
+            self.settle(&key);
+        }
+    }
+}
+
+impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
+    type State = OrderedState<P::KeyState>;
+
+    fn insert(&mut self, input: usize, event: Event, fired_wm: i64) -> Option<Event> {
+        let bound = event.wm.max(fired_wm).saturating_sub(self.lateness);
+        if event.ts < bound {
+            self.stats.add_late(1);
+            return Some(event);
+        }
+        let key = self.extractors[input].key_bytes(&event.row);
+        let key = match self.state.keys.get_key_value(&KeyRef(key)) {
+            Some((k, _)) => k.clone(),
+            None => Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder"),
+        };
+        self.state.pending.push(Pending {
+            ts: event.ts,
+            rank: self.process.side_rank(input) as u8,
+            side: input as u8,
+            key,
+            row: event.row,
+        });
+        None
+    }
+
+    fn advance(&mut self, wm: i64, out: &mut Vec<Event>) {
+        let until = if wm == WATERMARK_MIN {
+            return;
+        } else {
+            wm.saturating_sub(self.lateness)
+        };
+        let mut pending = std::mem::take(&mut self.state.pending);
+        pending.sort_unstable_by(|a, b| {
+            (a.ts, a.key.as_bytes(), a.rank, a.row.as_bytes()).cmp(&(
+                b.ts,
+                b.key.as_bytes(),
+                b.rank,
+                b.row.as_bytes(),
+            ))
+        });
+        let ready = pending.partition_point(|p| p.ts < until);
+        let rest = pending.split_off(ready);
+        self.state.pending = rest;
+        let mut records = pending.into_iter().peekable();
+        while let Some(first) = records.next() {
+            self.fire_timers(first.ts, out);
+            let (ts, side, key) = (first.ts, first.side, first.key);
+            self.group.clear();
+            self.group.push(first.row);
+            while let Some(next) = records.next_if(|n| n.ts == ts && n.side == side && n.key == key)
+            {
+                self.group.push(next.row);
+            }
+            let entry = self
+                .state
+                .keys
+                .entry(key.clone())
+                .or_insert_with(|| KeyEntry {
+                    state: P::KeyState::default(),
+                    timer: None,
+                });
+            self.process
+                .on_records(&key, ts, side as usize, &self.group, &mut entry.state, out);
+            self.settle(&key);
+        }
+        self.fire_timers(until, out);
+    }
+
+    fn state(&self) -> &Self::State {
+        &self.state
+    }
+
+    fn state_mut(&mut self) -> &mut Self::State {
+        &mut self.state
+    }
+}
+
+/// How an ordered step is set up.
+pub struct OrderedConfig {
+    /// The step name.
+    pub name: String,
+    /// Key columns, per input.
+    pub key_columns: Vec<Vec<usize>>,
+    /// How far behind the watermark records are still accepted, ms.
+    pub allowed_lateness: i64,
+    /// The job's key groups.
+    pub key_groups: KeyGroups,
+}
+
+/// Runs `process` over `inputs` (one or two, keyed by `config.key_columns`) in event-time
+/// order as the watermark passes.
+pub fn ordered<'scope, P: KeyedProcess>(
+    inputs: Vec<StreamVec<'scope, Epoch, Event>>,
+    watermarks: StreamVec<'scope, Epoch, i64>,
+    config: OrderedConfig,
+    process: P,
+    state: Option<StateContext>,
+    stats: Arc<JobStats>,
+) -> TimedOutputs<'scope> {
+    assert_eq!(inputs.len(), config.key_columns.len(), "one key per input");
+    let logic = OrderedLogic {
+        process,
+        state: OrderedState {
+            name: config.name.clone(),
+            key_groups: config.key_groups,
+            pending: Vec::new(),
+            keys: HashMap::new(),
+            timers: BTreeSet::new(),
+        },
+        extractors: config
+            .key_columns
+            .iter()
+            .map(|c| KeyExtractor::new(c.clone()))
+            .collect(),
+        lateness: config.allowed_lateness,
+        stats,
+        group: Vec::new(),
+    };
+    let timed_inputs = inputs
+        .into_iter()
+        .zip(config.key_columns)
+        .map(|(stream, key_columns)| TimedInput {
+            stream,
+            key_columns,
+        })
+        .collect();
+    timed_operator(
+        &config.name,
+        timed_inputs,
+        watermarks,
+        config.key_groups,
+        logic,
+        state,
+    )
+}
