@@ -3,9 +3,9 @@
 //!
 //! Records wait until the watermark passes them (minus the allowed lateness); then, per key,
 //! they are handed to a [`KeyedProcess`] in event-time order — records of one key, one event
-//! time and one input together, inputs in [`KeyedProcess::side_rank`] order, rows in byte
-//! order — interleaved with the timers the process asks for. A timer at `t` fires after every
-//! record at `t` or earlier has been processed. Because the order depends only on the records
+//! time and one input together, keys in value order, inputs in [`KeyedProcess::side_rank`]
+//! order, rows in byte order — interleaved with the timers the process asks for. A timer at
+//! `t` fires after every record at `t` or earlier has been processed. Because the order depends only on the records
 //! and never on arrival, results are the same at any worker count and on every replay.
 //!
 //! A record is late when its event time is behind its own partition watermark (or the last
@@ -157,8 +157,9 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
     }
 }
 
-/// The logic driving a [`KeyedProcess`] from the timed operator.
-struct OrderedLogic<P: KeyedProcess> {
+/// The logic driving a [`KeyedProcess`]: what the timed operator runs on each worker, and a
+/// synchronous driver for tests and benchmarks (through [`TimedLogic`]).
+pub struct OrderedLogic<P: KeyedProcess> {
     process: P,
     state: OrderedState<P::KeyState>,
     extractors: Vec<KeyExtractor>,
@@ -168,6 +169,28 @@ struct OrderedLogic<P: KeyedProcess> {
 }
 
 impl<P: KeyedProcess> OrderedLogic<P> {
+    /// The logic of `process` configured by `config`.
+    pub fn new(config: &OrderedConfig, process: P, stats: Arc<JobStats>) -> Self {
+        OrderedLogic {
+            process,
+            state: OrderedState {
+                name: config.name.clone(),
+                key_groups: config.key_groups,
+                pending: Vec::new(),
+                keys: HashMap::new(),
+                timers: BTreeSet::new(),
+            },
+            extractors: config
+                .key_columns
+                .iter()
+                .map(|c| KeyExtractor::new(c.clone()))
+                .collect(),
+            lateness: config.allowed_lateness,
+            stats,
+            group: Vec::new(),
+        }
+    }
+
     /// After the process touched `key`: re-arms its timer, drops it when empty.
     fn settle(&mut self, key: &Row) {
         let Some(entry) = self.state.keys.get_mut(key) else {
@@ -234,13 +257,12 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
             wm.saturating_sub(self.lateness)
         };
         let mut pending = std::mem::take(&mut self.state.pending);
+        // Keys by value (like windows), so that output reads in a natural order.
         pending.sort_unstable_by(|a, b| {
-            (a.ts, a.key.as_bytes(), a.rank, a.row.as_bytes()).cmp(&(
-                b.ts,
-                b.key.as_bytes(),
-                b.rank,
-                b.row.as_bytes(),
-            ))
+            (a.ts, a.key.sort_prefix())
+                .cmp(&(b.ts, b.key.sort_prefix()))
+                .then_with(|| a.key.cmp_values(&b.key))
+                .then_with(|| (a.rank, a.row.as_bytes()).cmp(&(b.rank, b.row.as_bytes())))
         });
         let ready = pending.partition_point(|p| p.ts < until);
         let rest = pending.split_off(ready);
@@ -302,24 +324,7 @@ pub fn ordered<'scope, P: KeyedProcess>(
     stats: Arc<JobStats>,
 ) -> TimedOutputs<'scope> {
     assert_eq!(inputs.len(), config.key_columns.len(), "one key per input");
-    let logic = OrderedLogic {
-        process,
-        state: OrderedState {
-            name: config.name.clone(),
-            key_groups: config.key_groups,
-            pending: Vec::new(),
-            keys: HashMap::new(),
-            timers: BTreeSet::new(),
-        },
-        extractors: config
-            .key_columns
-            .iter()
-            .map(|c| KeyExtractor::new(c.clone()))
-            .collect(),
-        lateness: config.allowed_lateness,
-        stats,
-        group: Vec::new(),
-    };
+    let logic = OrderedLogic::new(&config, process, stats);
     let timed_inputs = inputs
         .into_iter()
         .zip(config.key_columns)

@@ -1,38 +1,20 @@
 //! The window operator against a naive recomputation, at 1, 2 and 3 workers, and across a
 //! snapshot → restore onto a different number of workers.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+mod common;
 
-use timely::dataflow::operators::capture::Extract;
-use timely::dataflow::operators::{Capture, Input, Probe};
-use timely::dataflow::{InputHandleVec, ProbeHandle};
-use weir_engine::data::{DataType, Field, Row, Schema, Value};
-use weir_engine::event::{Epoch, Event, WATERMARK_END, WATERMARK_MIN};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{scenario as scenario_with_keys, schema, Build, Mode, Scenario};
+use weir_engine::data::Value;
+use weir_engine::event::{Epoch, Event};
 use weir_engine::keys::KeyGroups;
-use weir_engine::state::{CheckpointSchedule, MemoryBackend, StateContext};
+use weir_engine::state::MemoryBackend;
 use weir_operators::aggregate::Aggregates;
-use weir_operators::source::generator::Rng;
+use weir_operators::timed::TimedOutputs;
 use weir_operators::window::{WindowAggregate, WindowConfig, WindowKind};
 
-/// Input as a real source would deliver it: records per epoch, each stamped with its
-/// partition's watermark, and the global watermark at the end of each epoch.
-struct Scenario {
-    epochs: Vec<Vec<Event>>,
-    watermarks: Vec<i64>,
-}
-
-fn schema() -> Schema {
-    Schema::new(vec![
-        Field::new("key", DataType::String),
-        Field::new("v", DataType::Int),
-    ])
-    .unwrap()
-}
-
-/// `partitions` streams of `per_partition` records with event times advancing ~10 ms per
-/// record, disorder up to `disorder` ms, and a fraction `late` up to 2 s behind; duplicate
-/// timestamps are common. Partitions are read in random interleaving, cut into epochs.
 fn scenario(
     seed: u64,
     partitions: usize,
@@ -41,63 +23,7 @@ fn scenario(
     late: f64,
     ooo: i64,
 ) -> Scenario {
-    let mut rng = Rng::new(seed);
-    let mut parts: Vec<Vec<(i64, Row)>> = (0..partitions)
-        .map(|p| {
-            (0..per_partition)
-                .map(|i| {
-                    let nominal = (i as i64) * 10 + p as i64;
-                    let ts = if rng.chance(late) {
-                        nominal - 500 - rng.below(1500) as i64
-                    } else {
-                        nominal - rng.below(disorder as u64 + 1) as i64
-                    };
-                    // Coarse timestamps: many records share one.
-                    let ts = ts - ts.rem_euclid(5);
-                    let key = format!("k{}", rng.below(7));
-                    (
-                        ts,
-                        Row::from_values(&[
-                            Value::Str(key.into()),
-                            Value::Int(rng.below(100) as i64),
-                        ]),
-                    )
-                })
-                .collect()
-        })
-        .collect();
-    for p in parts.iter_mut() {
-        p.reverse();
-    }
-    let mut max_ts = vec![WATERMARK_MIN; partitions];
-    let wm_of = |m: i64| {
-        if m == WATERMARK_MIN {
-            WATERMARK_MIN
-        } else {
-            m - ooo
-        }
-    };
-    let mut epochs = Vec::new();
-    let mut watermarks = Vec::new();
-    let mut global = WATERMARK_MIN;
-    while parts.iter().any(|p| !p.is_empty()) {
-        let mut batch = Vec::new();
-        for _ in 0..rng.below(60) + 1 {
-            let p = rng.below(partitions as u64) as usize;
-            if let Some((ts, row)) = parts[p].pop() {
-                batch.push(Event::new(ts, wm_of(max_ts[p]), row));
-                max_ts[p] = max_ts[p].max(ts);
-            }
-        }
-        let live: Vec<i64> = (0..partitions)
-            .filter(|&p| !parts[p].is_empty())
-            .map(|p| wm_of(max_ts[p]))
-            .collect();
-        global = global.max(live.into_iter().min().unwrap_or(WATERMARK_END));
-        epochs.push(batch);
-        watermarks.push(global);
-    }
-    Scenario { epochs, watermarks }
+    scenario_with_keys(seed, partitions, per_partition, disorder, late, ooo, 7)
 }
 
 fn config(kind: WindowKind, allowed_lateness: i64) -> WindowConfig {
@@ -121,17 +47,6 @@ fn config(kind: WindowKind, allowed_lateness: i64) -> WindowConfig {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Mode {
-    /// Feed everything and end the streams.
-    Whole,
-    /// Feed epochs `..=c`, checkpoint at `c` (with records of `c + 1` arriving early), stop
-    /// without ending.
-    StopAfterCheckpoint(Epoch),
-    /// Restore from checkpoint `c` and feed the rest.
-    RestoreFrom(Epoch),
-}
-
 type Output = (Vec<(Epoch, Event)>, Vec<Event>);
 
 fn run(
@@ -142,91 +57,27 @@ fn run(
     mode: Mode,
     backend: Arc<MemoryBackend>,
 ) -> Output {
-    let collected = Arc::new(Mutex::new((Vec::new(), Vec::new())));
-    let sink = collected.clone();
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let mut data = InputHandleVec::<Epoch, Event>::new();
-        let mut marks = InputHandleVec::<Epoch, i64>::new();
-        let probe = ProbeHandle::new();
-        let schedule = match mode {
-            Mode::StopAfterCheckpoint(c) => CheckpointSchedule::At([c].into()),
-            _ => CheckpointSchedule::Never,
-        };
-        let state = StateContext::new(
-            "w",
-            backend.clone(),
-            schedule,
-            KeyGroups::new(16),
-            index,
-            peers,
+    let build: Arc<Build> = Arc::new(move |mut inputs, wm, state| {
+        let out = inputs.pop().unwrap().window_aggregate(
+            wm,
+            config(kind, lateness),
+            state,
+            Default::default(),
         );
-        let (results, late) = worker.dataflow::<Epoch, _, _>(|scope| {
-            let out = scope.input_from(&mut data).window_aggregate(
-                scope.input_from(&mut marks),
-                config(kind, lateness),
-                Some(state),
-                Default::default(),
-            );
-            (
-                out.results.probe_with(&probe).capture(),
-                out.late.probe_with(&probe).capture(),
-            )
-        });
-        let n = scenario.epochs.len() as Epoch;
-        let (first, last) = match mode {
-            Mode::Whole => (0, n),
-            Mode::StopAfterCheckpoint(c) => (0, c + 1),
-            Mode::RestoreFrom(c) => (c + 1, n),
-        };
-        data.advance_to(first);
-        marks.advance_to(first);
-        for e in first..last {
-            if index == 0 {
-                for ev in &scenario.epochs[e as usize] {
-                    data.send(ev.clone());
-                }
-            }
-            if let Mode::StopAfterCheckpoint(c) = mode {
-                if e == c && c + 1 < n {
-                    // Records of the next epoch arrive before the checkpoint epoch completes:
-                    // they must not be in the snapshot.
-                    data.advance_to(c + 1);
-                    if index == 0 {
-                        for ev in &scenario.epochs[(c + 1) as usize] {
-                            data.send(ev.clone());
-                        }
-                    }
-                    data.flush();
-                    for _ in 0..20 {
-                        worker.step();
-                    }
-                }
-            }
-            marks.send(scenario.watermarks[e as usize]);
-            data.advance_to(e + 1);
-            marks.advance_to(e + 1);
-            worker.step_while(|| probe.less_than(&(e + 1)));
+        TimedOutputs {
+            results: out.results,
+            late: vec![out.late],
         }
-        if matches!(mode, Mode::Whole | Mode::RestoreFrom(_)) {
-            marks.send(WATERMARK_END);
-        }
-        data.close();
-        marks.close();
-        worker.step_while(|| !probe.done());
-        let mut out = sink.lock().unwrap();
-        for (epoch, events) in results.extract() {
-            out.0.extend(events.into_iter().map(|ev| (epoch, ev)));
-        }
-        for (_, events) in late.extract() {
-            out.1.extend(events);
-        }
-    })
-    .unwrap();
-    let mut out = std::mem::take(&mut *collected.lock().unwrap());
-    out.0.sort();
-    out.1.sort();
-    out
+    });
+    let (results, mut late) = common::run(
+        workers,
+        Arc::new(vec![(*scenario).clone()]),
+        mode,
+        backend,
+        "w",
+        build,
+    );
+    (results, late.pop().unwrap())
 }
 
 /// The naive recomputation: every record, every window, following the documented rules.
