@@ -152,15 +152,18 @@ steps:
 
 #[test]
 fn the_shipped_examples_validate() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/examples");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/examples");
     let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            weir_jobs::load_spec(&text, &[]).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
-            n += 1;
+    for dir in [root.clone(), root.join("kafka")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                weir_jobs::load_spec(&text, &[])
+                    .unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+                n += 1;
+            }
         }
     }
-    assert!(n >= 2);
+    assert!(n >= 12, "{n} examples");
 }

@@ -76,6 +76,7 @@ impl StreamKind {
                     Field::new("page_url", String),
                     Field::new("event_type", String),
                     Field::new("product_id", String),
+                    Field::new("price", Float),
                     Field::required("ts", Timestamp),
                 ]),
                 s(vec![
@@ -236,7 +237,10 @@ pub fn fill_row(
             b.set_str(3, page);
             b.set_str(4, event_type);
             b.set_str(5, &pools.products[product]);
-            b.set_ts(6, ts);
+            // The catalogue price of the product: fixed per product, no random draw.
+            let cents = 499 + (product as u64).wrapping_mul(7_919) % 49_500;
+            b.set_float(6, cents as f64 / 100.0);
+            b.set_ts(7, ts);
         }
         StreamKind::Iot => {
             let device = rng.below(devices);
