@@ -6,6 +6,7 @@
 //! cargo run --release -p weir-benches -- generator --events 20000000 --workers 1,2
 //! cargo run --release -p weir-benches -- file --events 1000000
 //! cargo run --release -p weir-benches -- decode
+//! cargo run --release -p weir-benches -- operators --events 2000000   # rules, rolling, joins
 //! cargo run --release -p weir-benches -- kafka [--brokers HOST:PORT]   # default: starts noida
 //! ```
 
@@ -23,6 +24,7 @@ use weir_operators::source::generator::{write_jsonl, GeneratorConfig, StreamKind
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod kafka;
+mod operators;
 
 /// CPU time (user + sys, all threads) of this process so far, from `/proc/self/stat`.
 fn cpu_time() -> Duration {
@@ -319,12 +321,19 @@ fn main() -> Result<()> {
         }
         std::fs::remove_dir_all(&out).ok();
     }
+    if what == "all" || what == "operators" {
+        println!();
+        Measurement::print_header();
+        operators::run(events.unwrap_or(2_000_000), &workers, repeat)?;
+    }
     if what == "all" || what == "kafka" {
         println!();
         kafka::run(events.unwrap_or(1_000_000), &workers, repeat, brokers)?;
     }
-    if !["all", "decode", "generator", "file", "kafka"].contains(&what) {
-        bail!("unknown benchmark `{what}`: expected all, decode, generator, file or kafka");
+    if !["all", "decode", "generator", "file", "operators", "kafka"].contains(&what) {
+        bail!(
+            "unknown benchmark `{what}`: expected all, decode, generator, file, operators or kafka"
+        );
     }
     Ok(())
 }

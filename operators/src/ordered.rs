@@ -28,7 +28,7 @@ use weir_engine::state::{
 };
 use weir_engine::stats::JobStats;
 
-use crate::keyed::{KeyExtractor, KeyRef};
+use crate::keyed::KeyExtractor;
 use crate::timed::{timed_operator, TimedInput, TimedLogic, TimedOutputs};
 
 /// What an ordered step keeps per key.
@@ -66,17 +66,36 @@ pub trait KeyedProcess: 'static {
     }
 }
 
-/// A key's state and its armed timer.
+/// A timer for dropping state that no result depends on (a range every record has left):
+/// `t` rounded up to a multiple of `span / 8`, so that a busy key re-arms it once per
+/// `span / 8` of event time instead of on every record.
+pub fn cleanup_timer(t: i64, span: i64) -> i64 {
+    let grain = (span / 8).max(1);
+    t.saturating_add(grain - 1)
+        .div_euclid(grain)
+        .saturating_mul(grain)
+}
+
+/// A key's state and its timer.
+///
+/// Timers are lazy: the timer set holds, per key, one entry at or before the timer the process
+/// wants (`registered`); when it fires early, it is moved to the real time. Timers that move
+/// later with every record (a rolling range, a rule's window) then cost a set operation only
+/// when the watermark reaches them, not on every record.
 #[derive(Clone, Serialize, Deserialize)]
 struct KeyEntry<S> {
     state: S,
     timer: Option<i64>,
+    #[serde(skip)]
+    registered: Option<i64>,
 }
 
 /// A record waiting for the watermark.
 #[derive(Clone, Serialize, Deserialize)]
 struct Pending {
     ts: i64,
+    /// The key's [`Row::sort_prefix`], computed once.
+    prefix: u64,
     rank: u8,
     side: u8,
     key: Row,
@@ -139,10 +158,11 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
     fn restore_group(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<(), StateError> {
         let snapshot: GroupSnapshot<S> = decode_state(&self.name, group, bytes)?;
         self.pending.extend(snapshot.pending);
-        for (key, entry) in snapshot.keys {
+        for (key, mut entry) in snapshot.keys {
             if let Some(t) = entry.timer {
                 self.timers.insert((t, key.clone()));
             }
+            entry.registered = entry.timer;
             self.keys.insert(key, entry);
         }
         Ok(())
@@ -191,23 +211,24 @@ impl<P: KeyedProcess> OrderedLogic<P> {
         }
     }
 
-    /// After the process touched `key`: re-arms its timer, drops it when empty.
-    fn settle(&mut self, key: &Row) {
-        let Some(entry) = self.state.keys.get_mut(key) else {
-            return;
-        };
-        let next = self.process.next_timer(&entry.state);
-        if next != entry.timer {
-            if let Some(old) = entry.timer {
-                self.state.timers.remove(&(old, key.clone()));
+    /// After the process touched `key`: re-arms its timer; true when the key can be dropped.
+    fn settle(
+        process: &P,
+        timers: &mut BTreeSet<(i64, Row)>,
+        key: &Row,
+        entry: &mut KeyEntry<P::KeyState>,
+    ) -> bool {
+        entry.timer = process.next_timer(&entry.state);
+        match entry.timer {
+            Some(t) => {
+                if entry.registered.is_none_or(|r| t < r) {
+                    timers.insert((t, key.clone()));
+                    entry.registered = Some(t);
+                }
+                false
             }
-            if let Some(new) = next {
-                self.state.timers.insert((new, key.clone()));
-            }
-            entry.timer = next;
-        }
-        if entry.timer.is_none() && entry.state.entries() == 0 {
-            self.state.keys.remove(key);
+            // Entries left in the timer set for it are skipped when they come up.
+            None => entry.state.entries() == 0,
         }
     }
 
@@ -218,10 +239,29 @@ impl<P: KeyedProcess> OrderedLogic<P> {
                 break;
             }
             let (t, key) = self.state.timers.pop_first().expect("non-empty");
-            let entry = self.state.keys.get_mut(&key).expect("a timer has its key");
-            entry.timer = None;
-            self.process.on_timer(&key, t, &mut entry.state, out);
-            self.settle(&key);
+            let Some(entry) = self.state.keys.get_mut(&key) else {
+                continue; // the key was dropped
+            };
+            if entry.registered != Some(t) {
+                continue; // superseded by an earlier registration
+            }
+            entry.registered = None;
+            match entry.timer {
+                Some(due) if due > t => {
+                    // Registered early: move it to when it is due.
+                    entry.registered = Some(due);
+                    self.state.timers.insert((due, key));
+                    continue;
+                }
+                Some(due) => {
+                    debug_assert_eq!(due, t, "a timer is never registered late");
+                    self.process.on_timer(&key, t, &mut entry.state, out);
+                }
+                None => {}
+            }
+            if Self::settle(&self.process, &mut self.state.timers, &key, entry) {
+                self.state.keys.remove(&key);
+            }
         }
     }
 }
@@ -236,12 +276,10 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
             return Some(event);
         }
         let key = self.extractors[input].key_bytes(&event.row);
-        let key = match self.state.keys.get_key_value(&KeyRef(key)) {
-            Some((k, _)) => k.clone(),
-            None => Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder"),
-        };
+        let key = Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder");
         self.state.pending.push(Pending {
             ts: event.ts,
+            prefix: key.sort_prefix(),
             rank: self.process.side_rank(input) as u8,
             side: input as u8,
             key,
@@ -259,8 +297,8 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
         let mut pending = std::mem::take(&mut self.state.pending);
         // Keys by value (like windows), so that output reads in a natural order.
         pending.sort_unstable_by(|a, b| {
-            (a.ts, a.key.sort_prefix())
-                .cmp(&(b.ts, b.key.sort_prefix()))
+            (a.ts, a.prefix)
+                .cmp(&(b.ts, b.prefix))
                 .then_with(|| a.key.cmp_values(&b.key))
                 .then_with(|| (a.rank, a.row.as_bytes()).cmp(&(b.rank, b.row.as_bytes())))
         });
@@ -277,17 +315,16 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
             {
                 self.group.push(next.row);
             }
-            let entry = self
-                .state
-                .keys
-                .entry(key.clone())
-                .or_insert_with(|| KeyEntry {
-                    state: P::KeyState::default(),
-                    timer: None,
-                });
+            let entry = self.state.keys.entry_ref(&key).or_insert_with(|| KeyEntry {
+                state: P::KeyState::default(),
+                timer: None,
+                registered: None,
+            });
             self.process
                 .on_records(&key, ts, side as usize, &self.group, &mut entry.state, out);
-            self.settle(&key);
+            if Self::settle(&self.process, &mut self.state.timers, &key, entry) {
+                self.state.keys.remove(&key);
+            }
         }
         self.fire_timers(until, out);
     }

@@ -18,7 +18,7 @@ use weir_engine::event::Event;
 
 use crate::aggregate::{Aggregates, ExactSum};
 use crate::expr::AggregateFunction;
-use crate::ordered::{KeyState, KeyedProcess};
+use crate::ordered::{cleanup_timer, KeyState, KeyedProcess};
 
 /// A rolling aggregate step.
 #[derive(Clone, Debug)]
@@ -269,9 +269,8 @@ impl KeyedProcess for Rolling {
     }
 
     fn next_timer(&self, state: &Trailing) -> Option<i64> {
-        state
-            .records
-            .front()
-            .map(|(ts, _)| ts.saturating_add(self.over))
+        // Records evict on arrival; the timer only drops a key every record has left.
+        let (last, _) = state.records.back()?;
+        Some(cleanup_timer(last.saturating_add(self.over), self.over))
     }
 }

@@ -274,7 +274,7 @@ fn rule_and_join_state_is_gone_once_the_watermark_passes() {
         "open ranges are held: {r:?} {j:?}"
     );
     // Far past the last record plus every range: nothing left.
-    rule.advance(2_000 * 1000 + 11 * MIN, &mut out);
+    rule.advance(2_000 * 1000 + 12 * MIN, &mut out);
     join.advance(2_000 * 1000 + 2 * MIN, &mut out);
     assert_eq!(rule.state().stats().entries, 0);
     assert_eq!(rule.state().stats().keys, 0);

@@ -280,6 +280,12 @@ impl Row {
     }
 }
 
+impl From<&Row> for Row {
+    fn from(row: &Row) -> Row {
+        row.clone()
+    }
+}
+
 impl Borrow<[u8]> for Row {
     fn borrow(&self) -> &[u8] {
         &self.bytes

@@ -7,7 +7,7 @@ use weir_engine::data::Row;
 use weir_engine::event::Event;
 
 use super::{JoinType, Joined};
-use crate::ordered::{KeyState, KeyedProcess};
+use crate::ordered::{cleanup_timer, KeyState, KeyedProcess};
 
 /// An interval join. Each pair is emitted once, when the later of its two records is
 /// processed, at that record's event time; an unmatched left record of a left outer join is
@@ -58,7 +58,8 @@ impl KeyedProcess for IntervalJoin {
         state: &mut Buffers,
         out: &mut Vec<Event>,
     ) {
-        // Records older than `ts - within` were dropped by their timers.
+        // Drop what can no longer match (left outer joins emitted theirs at their timers).
+        self.evict(state, ts.saturating_sub(1), out);
         if side == 0 {
             for row in rows {
                 let mut matched = false;
@@ -80,6 +81,28 @@ impl KeyedProcess for IntervalJoin {
     }
 
     fn on_timer(&mut self, _key: &Row, t: i64, state: &mut Buffers, out: &mut Vec<Event>) {
+        self.evict(state, t, out);
+    }
+
+    fn next_timer(&self, state: &Buffers) -> Option<i64> {
+        if let (JoinType::LeftOuter, Some((ts, _, _))) = (self.join_type, state.left.front()) {
+            // An unmatched left record is emitted the moment nothing can match it.
+            return Some(ts.saturating_add(self.within));
+        }
+        let left = state.left.back().map(|(ts, _, _)| *ts);
+        let right = state.right.back().map(|(ts, _)| *ts);
+        let newest = left.max(right)?;
+        Some(cleanup_timer(
+            newest.saturating_add(self.within),
+            self.within,
+        ))
+    }
+}
+
+impl IntervalJoin {
+    /// Drops the records no record after `t` can match; emits unmatched left records of a left
+    /// outer join.
+    fn evict(&mut self, state: &mut Buffers, t: i64, out: &mut Vec<Event>) {
         let horizon = t.saturating_sub(self.within);
         while state.left.front().is_some_and(|(ts, _, _)| *ts <= horizon) {
             let (ts, row, matched) = state.left.pop_front().expect("non-empty");
@@ -91,15 +114,5 @@ impl KeyedProcess for IntervalJoin {
         while state.right.front().is_some_and(|(ts, _)| *ts <= horizon) {
             state.right.pop_front();
         }
-    }
-
-    fn next_timer(&self, state: &Buffers) -> Option<i64> {
-        let left = state.left.front().map(|(ts, _, _)| *ts);
-        let right = state.right.front().map(|(ts, _)| *ts);
-        let oldest = match (left, right) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
-        Some(oldest.saturating_add(self.within))
     }
 }

@@ -93,6 +93,20 @@ impl KeyedProcess for Pattern {
         state: &mut Waiting,
         out: &mut Vec<Event>,
     ) {
+        // Openers whose deadline passed before `ts` (their timers fire first; this keeps the
+        // invariant when a cleanup timer stands in for them).
+        while state
+            .opened
+            .front()
+            .is_some_and(|o| o.ts.saturating_add(self.within) < ts)
+        {
+            let opened = state.opened.pop_front().expect("non-empty");
+            debug_assert!(
+                self.kind == PatternKind::Sequence,
+                "absences fire at deadlines: {}",
+                opened.ts
+            );
+        }
         // Openers of this event time, by row: they count for followers at the same time.
         let mut fresh: Vec<(usize, Opened)> = rows
             .iter()

@@ -9,7 +9,7 @@ use weir_engine::event::Event;
 use super::{event_id, Alert, AlertBuilder};
 use crate::aggregate::ExactSum;
 use crate::expr::Expr;
-use crate::ordered::{KeyState, KeyedProcess};
+use crate::ordered::{cleanup_timer, KeyState, KeyedProcess};
 
 /// A threshold rule: per key, an alert when an event makes the matching events in
 /// `(ts - over, ts]` number more than `count_above` and/or sum (of `sum_of`) to more than
@@ -152,7 +152,15 @@ impl KeyedProcess for Threshold {
     }
 
     fn next_timer(&self, state: &WindowCount) -> Option<i64> {
-        // The moment the oldest event leaves the window.
-        state.events.front().map(|e| e.ts.saturating_add(self.over))
+        if state.fired {
+            // Fired: the rule re-arms at the exact moment the count falls back, which can
+            // only happen as the oldest event leaves the window.
+            state.events.front().map(|e| e.ts.saturating_add(self.over))
+        } else {
+            // Armed: evicting late changes nothing (events evict on arrival); drop the state
+            // once every event has left the window.
+            let last = state.events.back()?.ts;
+            Some(cleanup_timer(last.saturating_add(self.over), self.over))
+        }
     }
 }
