@@ -186,6 +186,7 @@ pub struct OrderedLogic<P: KeyedProcess> {
     lateness: i64,
     stats: Arc<JobStats>,
     group: Vec<Row>,
+    ready: Vec<Pending>,
 }
 
 impl<P: KeyedProcess> OrderedLogic<P> {
@@ -208,6 +209,7 @@ impl<P: KeyedProcess> OrderedLogic<P> {
             lateness: config.allowed_lateness,
             stats,
             group: Vec::new(),
+            ready: Vec::new(),
         }
     }
 
@@ -294,18 +296,17 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
         } else {
             wm.saturating_sub(self.lateness)
         };
-        let mut pending = std::mem::take(&mut self.state.pending);
-        // Keys by value (like windows), so that output reads in a natural order.
+        // Records before `until` move to a buffer that keeps its capacity (no fresh pages per
+        // epoch); only they are sorted. Keys by value (like windows): output reads naturally.
+        let mut pending = std::mem::take(&mut self.ready);
+        pending.extend(self.state.pending.extract_if(.., |p| p.ts < until));
         pending.sort_unstable_by(|a, b| {
             (a.ts, a.prefix)
                 .cmp(&(b.ts, b.prefix))
                 .then_with(|| a.key.cmp_values(&b.key))
                 .then_with(|| (a.rank, a.row.as_bytes()).cmp(&(b.rank, b.row.as_bytes())))
         });
-        let ready = pending.partition_point(|p| p.ts < until);
-        let rest = pending.split_off(ready);
-        self.state.pending = rest;
-        let mut records = pending.into_iter().peekable();
+        let mut records = pending.drain(..).peekable();
         while let Some(first) = records.next() {
             self.fire_timers(first.ts, out);
             let (ts, side, key) = (first.ts, first.side, first.key);
@@ -326,6 +327,8 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
                 self.state.keys.remove(&key);
             }
         }
+        drop(records);
+        self.ready = pending;
         self.fire_timers(until, out);
     }
 

@@ -29,7 +29,6 @@ pub struct Rolling {
     pub input_columns: usize,
     /// The aggregates, compiled against the input.
     pub aggregates: Arc<Aggregates>,
-    args: RowBuilder,
     output: RowBuilder,
 }
 
@@ -40,26 +39,28 @@ impl Rolling {
         Rolling {
             over,
             input_columns,
-            args: RowBuilder::new(n),
             output: RowBuilder::new(input_columns + n),
             aggregates,
         }
     }
 
-    fn fresh_accs(&self) -> Vec<RollAcc> {
+    fn fresh_columns(&self) -> Vec<RollColumn> {
         self.aggregates
             .list()
             .iter()
-            .map(|a| match a.call.function {
-                AggregateFunction::Count => RollAcc::Count(0),
-                AggregateFunction::Sum | AggregateFunction::Avg => {
-                    match a.call.argument.as_ref().and_then(|e| e.dtype()) {
-                        Some(DataType::Float) => RollAcc::SumFloat(ExactSum::default(), 0),
-                        _ => RollAcc::SumInt(0, 0),
-                    }
-                }
-                AggregateFunction::Min | AggregateFunction::Max => {
-                    RollAcc::Extreme(VecDeque::new())
+            .map(|a| {
+                let values = match a.call.argument.as_ref().and_then(|e| e.dtype()) {
+                    None => Values::Star,
+                    Some(DataType::Float) => Values::Float(VecDeque::new()),
+                    Some(DataType::String) => Values::Str(VecDeque::new()),
+                    Some(_) => Values::Int(VecDeque::new()),
+                };
+                RollColumn {
+                    values,
+                    n: 0,
+                    sum_int: 0,
+                    sum_float: ExactSum::default(),
+                    best: VecDeque::new(),
                 }
             })
             .collect()
@@ -68,103 +69,34 @@ impl Rolling {
     /// Removes the records that left `(now - over, now]`.
     fn evict(&self, state: &mut Trailing, now: i64) {
         let horizon = now.saturating_sub(self.over);
-        while state.records.front().is_some_and(|(ts, _)| *ts <= horizon) {
-            let (_, args) = state.records.pop_front().expect("non-empty");
+        while state.ts.front().is_some_and(|ts| *ts <= horizon) {
+            state.ts.pop_front();
             let seq = state.front_seq;
             state.front_seq += 1;
-            for (i, acc) in state.accs.iter_mut().enumerate() {
-                let v = args.get(i);
-                match acc {
-                    RollAcc::Count(n) => {
-                        if self.counts(i, &v) {
-                            *n -= 1
-                        }
-                    }
-                    RollAcc::SumInt(sum, n) => {
-                        if let Value::Int(x) | Value::Ts(x) = v {
-                            *sum -= x as i128;
-                            *n -= 1;
-                        }
-                    }
-                    RollAcc::SumFloat(sum, n) => {
-                        if let Some(x) = v.as_f64() {
-                            sum.add(-x);
-                            *n -= 1;
-                        }
-                    }
-                    RollAcc::Extreme(deque) => {
-                        if deque.front() == Some(&seq) {
-                            deque.pop_front();
-                        }
-                    }
-                }
+            for column in &mut state.columns {
+                column.pop_front(seq);
             }
         }
-        if state.records.is_empty() {
-            state.accs.clear();
+        if state.ts.is_empty() {
+            state.columns.clear();
         }
     }
 
-    /// `count(*)` counts every record, `count(x)` the non-null values.
-    fn counts(&self, i: usize, v: &Value<'_>) -> bool {
-        self.aggregates.list()[i].call.argument.is_none() || !v.is_null()
-    }
-
-    fn add(&mut self, state: &mut Trailing, ts: i64, row: &Row) {
-        if state.accs.is_empty() {
-            state.accs = self.fresh_accs();
+    fn add(&self, state: &mut Trailing, ts: i64, row: &Row) {
+        if state.columns.is_empty() {
+            state.columns = self.fresh_columns();
         }
-        for (i, agg) in self.aggregates.list().iter().enumerate() {
-            match &agg.call.argument {
-                Some(arg) => self.args.set(i, &arg.eval(row)),
-                None => self.args.set_null(i),
-            }
+        let seq = state.front_seq + state.ts.len() as u64;
+        state.ts.push_back(ts);
+        for (agg, column) in self.aggregates.list().iter().zip(&mut state.columns) {
+            let value = agg.call.argument.as_ref().map(|arg| arg.eval(row));
+            let extreme = match agg.call.function {
+                AggregateFunction::Min => Some(false),
+                AggregateFunction::Max => Some(true),
+                _ => None,
+            };
+            column.push_back(value, seq, extreme, state.front_seq);
         }
-        let args = self.args.finish();
-        let seq = state.front_seq + state.records.len() as u64;
-        for (i, acc) in state.accs.iter_mut().enumerate() {
-            let v = args.get(i);
-            match acc {
-                RollAcc::Count(n) => {
-                    if self.aggregates.list()[i].call.argument.is_none() || !v.is_null() {
-                        *n += 1
-                    }
-                }
-                RollAcc::SumInt(sum, n) => {
-                    if let Value::Int(x) | Value::Ts(x) = v {
-                        *sum += x as i128;
-                        *n += 1;
-                    }
-                }
-                RollAcc::SumFloat(sum, n) => {
-                    if let Some(x) = v.as_f64() {
-                        sum.add(x);
-                        *n += 1;
-                    }
-                }
-                RollAcc::Extreme(deque) => {
-                    if v.is_null() {
-                        continue;
-                    }
-                    let is_max = self.aggregates.list()[i].call.function == AggregateFunction::Max;
-                    // Drop values the new one beats for as long as it stays in range.
-                    while let Some(&back) = deque.back() {
-                        let old = state.records[(back - state.front_seq) as usize].1.get(i);
-                        let beaten = match compare(&old, &v) {
-                            Ordering::Less => is_max,
-                            Ordering::Greater => !is_max,
-                            Ordering::Equal => true,
-                        };
-                        if !beaten {
-                            break;
-                        }
-                        deque.pop_back();
-                    }
-                    deque.push_back(seq);
-                }
-            }
-        }
-        state.records.push_back((ts, args));
     }
 
     /// `row` followed by the current aggregates.
@@ -172,73 +104,186 @@ impl Rolling {
         for c in 0..self.input_columns {
             self.output.copy_from(c, row, c);
         }
-        for (i, (agg, acc)) in self.aggregates.list().iter().zip(&state.accs).enumerate() {
+        for (i, (agg, column)) in self
+            .aggregates
+            .list()
+            .iter()
+            .zip(&state.columns)
+            .enumerate()
+        {
             let col = self.input_columns + i;
-            let is_avg = agg.call.function == AggregateFunction::Avg;
-            match acc {
-                RollAcc::Count(n) => self.output.set_int(col, *n),
-                RollAcc::SumInt(_, 0) | RollAcc::SumFloat(_, 0) => self.output.set_null(col),
-                RollAcc::SumInt(sum, n) if is_avg => {
-                    self.output.set_float(col, *sum as f64 / *n as f64)
+            let out = &mut self.output;
+            match (agg.call.function, &column.values) {
+                (AggregateFunction::Count, Values::Star) => out.set_int(col, state.ts.len() as i64),
+                (AggregateFunction::Count, _) => out.set_int(col, column.n),
+                (_, _) if column.n == 0 => out.set_null(col),
+                (AggregateFunction::Sum, Values::Float(_)) => {
+                    out.set_float(col, column.sum_float.value())
                 }
-                RollAcc::SumInt(sum, _) => self
-                    .output
-                    .set_int(col, (*sum).clamp(i64::MIN as i128, i64::MAX as i128) as i64),
-                RollAcc::SumFloat(sum, n) if is_avg => {
-                    self.output.set_float(col, sum.value() / *n as f64)
+                (AggregateFunction::Sum, _) => out.set_int(
+                    col,
+                    column.sum_int.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+                ),
+                (AggregateFunction::Avg, Values::Float(_)) => {
+                    out.set_float(col, column.sum_float.value() / column.n as f64)
                 }
-                RollAcc::SumFloat(sum, _) => self.output.set_float(col, sum.value()),
-                RollAcc::Extreme(deque) => match deque.front() {
-                    None => self.output.set_null(col),
-                    Some(&seq) => {
-                        let v = state.records[(seq - state.front_seq) as usize].1.get(i);
-                        self.output.set(col, &v);
+                (AggregateFunction::Avg, _) => {
+                    out.set_float(col, column.sum_int as f64 / column.n as f64)
+                }
+                (AggregateFunction::Min | AggregateFunction::Max, values) => {
+                    let best = *column.best.front().expect("n > 0");
+                    let at = (best - state.front_seq) as usize;
+                    match values {
+                        Values::Int(v) if agg.call.output == DataType::Timestamp => {
+                            out.set_ts(col, v[at].expect("only non-null values are ranked"))
+                        }
+                        Values::Int(v) => out.set_int(col, v[at].expect("ranked")),
+                        Values::Float(v) => out.set_float(col, v[at].expect("ranked")),
+                        Values::Str(v) => out.set_str(col, v[at].as_deref().expect("ranked")),
+                        Values::Star => out.set_null(col),
                     }
-                },
+                }
             }
         }
         Event::new(ts, ts, self.output.finish())
     }
 }
 
-/// Orders two non-null values of one aggregate's argument type.
-fn compare(a: &Value<'_>, b: &Value<'_>) -> Ordering {
-    match (a, b) {
-        (Value::Str(x), Value::Str(y)) => x.cmp(y),
-        (Value::Int(x) | Value::Ts(x), Value::Int(y) | Value::Ts(y)) => x.cmp(y),
-        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
-        _ => a
-            .as_f64()
-            .unwrap_or(f64::NAN)
-            .total_cmp(&b.as_f64().unwrap_or(f64::NAN)),
+/// The argument values of one aggregate over the records in range, oldest first: contiguous
+/// per aggregate, so that evicting the oldest record reads memory the cache has seen.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Values {
+    /// `count(*)`: no argument.
+    Star,
+    Int(VecDeque<Option<i64>>),
+    Float(VecDeque<Option<f64>>),
+    Str(VecDeque<Option<String>>),
+}
+
+/// One rolling aggregate: its values in range and running state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RollColumn {
+    values: Values,
+    /// Non-null values in range.
+    n: i64,
+    sum_int: i128,
+    sum_float: ExactSum,
+    /// min/max: sequence numbers of the records that can still become the extreme, best first.
+    best: VecDeque<u64>,
+}
+
+impl RollColumn {
+    fn push_back(&mut self, value: Option<Value<'_>>, seq: u64, extreme: Option<bool>, front: u64) {
+        let present = match (&mut self.values, value) {
+            (Values::Star, _) => return,
+            (Values::Int(v), Some(Value::Int(x) | Value::Ts(x))) => {
+                v.push_back(Some(x));
+                self.sum_int += x as i128;
+                true
+            }
+            (Values::Float(v), Some(x)) if x.as_f64().is_some() => {
+                let x = x.as_f64().expect("checked");
+                v.push_back(Some(x));
+                self.sum_float.add(x);
+                true
+            }
+            (Values::Str(v), Some(Value::Str(x))) => {
+                v.push_back(Some(x.into_owned()));
+                true
+            }
+            (Values::Int(v), _) => {
+                v.push_back(None);
+                false
+            }
+            (Values::Float(v), _) => {
+                v.push_back(None);
+                false
+            }
+            (Values::Str(v), _) => {
+                v.push_back(None);
+                false
+            }
+        };
+        if !present {
+            return;
+        }
+        self.n += 1;
+        let Some(is_max) = extreme else { return };
+        // Drop the candidates the new value beats for as long as it stays in range.
+        while let Some(&back) = self.best.back() {
+            let at = (back - front) as usize;
+            let new = self.len() - 1;
+            let ord = match &self.values {
+                Values::Int(v) => v[at].cmp(&v[new]),
+                Values::Float(v) => v[at]
+                    .unwrap_or(f64::NAN)
+                    .total_cmp(&v[new].unwrap_or(f64::NAN)),
+                Values::Str(v) => v[at].cmp(&v[new]),
+                Values::Star => Ordering::Equal,
+            };
+            let beaten = match ord {
+                Ordering::Less => is_max,
+                Ordering::Greater => !is_max,
+                Ordering::Equal => true,
+            };
+            if !beaten {
+                break;
+            }
+            self.best.pop_back();
+        }
+        self.best.push_back(seq);
+    }
+
+    fn len(&self) -> usize {
+        match &self.values {
+            Values::Star => 0,
+            Values::Int(v) => v.len(),
+            Values::Float(v) => v.len(),
+            Values::Str(v) => v.len(),
+        }
+    }
+
+    /// Removes the oldest record, sequence number `seq`.
+    fn pop_front(&mut self, seq: u64) {
+        let present = match &mut self.values {
+            Values::Star => return,
+            Values::Int(v) => match v.pop_front().flatten() {
+                Some(x) => {
+                    self.sum_int -= x as i128;
+                    true
+                }
+                None => false,
+            },
+            Values::Float(v) => match v.pop_front().flatten() {
+                Some(x) => {
+                    self.sum_float.add(-x);
+                    true
+                }
+                None => false,
+            },
+            Values::Str(v) => v.pop_front().flatten().is_some(),
+        };
+        if present {
+            self.n -= 1;
+        }
+        if self.best.front() == Some(&seq) {
+            self.best.pop_front();
+        }
     }
 }
 
-/// The running state of one rolling aggregate.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum RollAcc {
-    /// Records or non-null values in range.
-    Count(i64),
-    /// Integer sum (and average) with the number of values.
-    SumInt(i128, u64),
-    /// Float sum (and average) with the number of values.
-    SumFloat(ExactSum, u64),
-    /// Sequence numbers of the records that can still become the min (max), best first.
-    Extreme(VecDeque<u64>),
-}
-
-/// Per key: the records in range with their argument values, and the running aggregates.
+/// Per key: the event times of the records in range and each aggregate's values.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Trailing {
-    records: VecDeque<(i64, Row)>,
-    /// Sequence number of `records[0]`.
+    ts: VecDeque<i64>,
+    /// Sequence number of the oldest record in range.
     front_seq: u64,
-    accs: Vec<RollAcc>,
+    columns: Vec<RollColumn>,
 }
 
 impl KeyState for Trailing {
     fn entries(&self) -> usize {
-        self.records.len()
+        self.ts.len()
     }
 }
 
@@ -270,7 +315,7 @@ impl KeyedProcess for Rolling {
 
     fn next_timer(&self, state: &Trailing) -> Option<i64> {
         // Records evict on arrival; the timer only drops a key every record has left.
-        let (last, _) = state.records.back()?;
+        let last = state.ts.back()?;
         Some(cleanup_timer(last.saturating_add(self.over), self.over))
     }
 }

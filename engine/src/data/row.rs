@@ -157,6 +157,7 @@ impl Row {
     }
 
     /// The value of column `i`.
+    #[inline]
     pub fn get(&self, i: usize) -> Value<'_> {
         match self.tag(i) {
             TAG_BOOL => Value::Bool(self.slot(i) != 0),
