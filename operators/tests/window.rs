@@ -49,15 +49,8 @@ fn config(kind: WindowKind, allowed_lateness: i64) -> WindowConfig {
 
 type Output = (Vec<(Epoch, Event)>, Vec<Event>);
 
-fn run(
-    workers: usize,
-    kind: WindowKind,
-    lateness: i64,
-    scenario: Arc<Scenario>,
-    mode: Mode,
-    backend: Arc<MemoryBackend>,
-) -> Output {
-    let build: Arc<Build> = Arc::new(move |mut inputs, wm, state| {
+fn build(kind: WindowKind, lateness: i64) -> Arc<Build> {
+    Arc::new(move |mut inputs, wm, state| {
         let out = inputs.pop().unwrap().window_aggregate(
             wm,
             config(kind, lateness),
@@ -68,14 +61,24 @@ fn run(
             results: out.results,
             late: vec![out.late],
         }
-    });
+    })
+}
+
+fn run(
+    workers: usize,
+    kind: WindowKind,
+    lateness: i64,
+    scenario: Arc<Scenario>,
+    mode: Mode,
+    backend: Arc<MemoryBackend>,
+) -> Output {
     let (results, mut late) = common::run(
         workers,
         Arc::new(vec![(*scenario).clone()]),
         mode,
         backend,
         "w",
-        build,
+        build(kind, lateness),
     );
     (results, late.pop().unwrap())
 }
@@ -250,78 +253,7 @@ fn results_carry_window_end_minus_one_as_event_time() {
 #[test]
 fn snapshot_then_restore_on_other_worker_counts_continues_exactly() {
     for (seed, (kind, lateness)) in KINDS.iter().enumerate() {
-        let scenario = Arc::new(scenario(seed as u64 + 100, 4, 250, 40, 0.02, 30));
-        let whole = run(
-            2,
-            *kind,
-            *lateness,
-            scenario.clone(),
-            Mode::Whole,
-            MemoryBackend::new(),
-        );
-        let checkpoint = scenario.epochs.len() as Epoch / 2;
-        for (before, after) in [(2, 3), (3, 1), (1, 2)] {
-            let backend = MemoryBackend::new();
-            let first = run(
-                before,
-                *kind,
-                *lateness,
-                scenario.clone(),
-                Mode::StopAfterCheckpoint(checkpoint),
-                backend.clone(),
-            );
-            assert_eq!(
-                backend.epochs(),
-                vec![checkpoint],
-                "{kind:?}: one checkpoint taken"
-            );
-            assert_eq!(
-                backend.finished_workers(checkpoint, "w").len(),
-                before,
-                "every worker snapshots"
-            );
-            assert!(
-                backend.size_of(checkpoint) > 0,
-                "{kind:?}: open windows were snapshotted"
-            );
-            backend.restore_from(checkpoint);
-            let second = run(
-                after,
-                *kind,
-                *lateness,
-                scenario.clone(),
-                Mode::RestoreFrom(checkpoint),
-                backend,
-            );
-            // What the first run emitted up to the checkpoint, then everything the restored run
-            // emitted, is what the uninterrupted run emitted.
-            let mut combined: Vec<(Epoch, Event)> = first
-                .0
-                .into_iter()
-                .filter(|(e, _)| *e <= checkpoint)
-                .collect();
-            combined.extend(second.0);
-            assert_eq!(
-                rows(&combined),
-                rows(&whole.0),
-                "{kind:?}: {before} → {after} workers"
-            );
-            let mut late: Vec<Event> = first
-                .1
-                .into_iter()
-                .filter(|e| {
-                    scenario.epochs[..=checkpoint as usize]
-                        .iter()
-                        .flatten()
-                        .any(|x| x == e)
-                })
-                .collect();
-            late.extend(second.1);
-            late.sort();
-            assert_eq!(
-                late, whole.1,
-                "{kind:?}: late records, {before} → {after} workers"
-            );
-        }
+        let scenario = scenario(seed as u64 + 100, 4, 250, 40, 0.02, 30);
+        common::assert_restores_exactly(Arc::new(vec![scenario]), "w", build(*kind, *lateness));
     }
 }

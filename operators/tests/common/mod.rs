@@ -292,7 +292,8 @@ pub fn run_everywhere(inputs: Arc<Vec<Scenario>>, op: &'static str, build: Arc<B
 }
 
 /// Stops after a checkpoint half-way at one worker count and restores at another; asserts the
-/// results before the checkpoint plus the restored run's equal the uninterrupted run's.
+/// results before the checkpoint plus the restored run's equal the uninterrupted run's, and so
+/// do the late records.
 pub fn assert_restores_exactly(inputs: Arc<Vec<Scenario>>, op: &'static str, build: Arc<Build>) {
     let whole = run(
         2,
@@ -314,6 +315,11 @@ pub fn assert_restores_exactly(inputs: Arc<Vec<Scenario>>, op: &'static str, bui
             build.clone(),
         );
         assert_eq!(backend.epochs(), vec![checkpoint], "{op}: one checkpoint");
+        assert_eq!(
+            backend.finished_workers(checkpoint, op).len(),
+            before,
+            "{op}: every worker snapshots"
+        );
         assert!(
             backend.size_of(checkpoint) > 0,
             "{op}: state was snapshotted"
@@ -327,6 +333,8 @@ pub fn assert_restores_exactly(inputs: Arc<Vec<Scenario>>, op: &'static str, bui
             op,
             build.clone(),
         );
+        // What the first run emitted up to the checkpoint, then everything the restored run
+        // emitted, is what the uninterrupted run emitted.
         let mut combined: Vec<(Epoch, Event)> = first
             .0
             .into_iter()
@@ -338,6 +346,23 @@ pub fn assert_restores_exactly(inputs: Arc<Vec<Scenario>>, op: &'static str, bui
             rows(&whole.0),
             "{op}: {before} → {after} workers"
         );
+        for (side, (late_first, late_second)) in first.1.into_iter().zip(second.1).enumerate() {
+            let mut late: Vec<Event> = late_first
+                .into_iter()
+                .filter(|e| {
+                    inputs[side].epochs[..=checkpoint as usize]
+                        .iter()
+                        .flatten()
+                        .any(|x| x == e)
+                })
+                .collect();
+            late.extend(late_second);
+            late.sort();
+            assert_eq!(
+                late, whole.1[side],
+                "{op}: late records of input {side}, {before} → {after} workers"
+            );
+        }
     }
 }
 
