@@ -693,3 +693,104 @@ fn a_broker_that_restarts_mid_run_is_waited_for_and_nothing_is_written_twice() {
     }
     let _ = std::io::stderr().flush();
 }
+
+#[test]
+fn the_shipped_kafka_fraud_job_alerts_like_its_file_twin() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let b = broker.bootstrap();
+    // Recorded payments, in order enough that nothing is late under any partitioning.
+    let gen = run(
+        &[
+            "gen",
+            "--stream",
+            "payments",
+            "--events",
+            "60000",
+            "--seed",
+            "5",
+            "--disorder-ms",
+            "200",
+            "--out",
+            "payments.jsonl",
+        ],
+        d,
+    );
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    create_topic(
+        &conn(&broker),
+        "payments",
+        PARTITIONS,
+        &[("retention.ms", "-1")],
+    )
+    .unwrap();
+    let kcat = Command::new("kcat")
+        .args(["-b", &b, "-t", "payments", "-P", "-l", "payments.jsonl"])
+        .current_dir(d)
+        .output()
+        .expect("kcat (Debian package kcat) is needed: run scripts/test.sh");
+    assert!(
+        kcat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kcat.stderr)
+    );
+
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/examples");
+    let kafka_job = examples.join("kafka/payment-fraud.yaml");
+    let mut args: Vec<String> = ["run", kafka_job.to_str().unwrap(), "--workers", "3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for set in [
+        format!("sources.payments.brokers={b}"),
+        "sources.payments.until=latest".to_string(),
+        format!("sinks.bursts.brokers={b}"),
+        format!("sinks.high_value.brokers={b}"),
+        format!("sinks.abandoned.brokers={b}"),
+        format!("sinks.bad_input.brokers={b}"),
+    ] {
+        args.extend(["--set".to_string(), set]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&args, d);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The generator version of the job, reading the same payments from the file.
+    let file_job = examples.join("payment-fraud.yaml");
+    let source = format!("sources.payments={{kind: file, path: payments.jsonl, schema: {PAYMENTS_SCHEMA}, event_time: {{field: ts, max_out_of_orderness: 2s}}}}");
+    let out = run(
+        &[
+            "run",
+            file_job.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--set",
+            &source,
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    for (topic, file) in [
+        ("fraud_alerts", "out/fraud_failed_bursts.jsonl"),
+        ("high_value_alerts", "out/fraud_high_value.jsonl"),
+        ("abandoned_payments", "out/fraud_abandoned.jsonl"),
+    ] {
+        let read = Command::new("kcat")
+            .args(["-b", &b, "-t", topic, "-C", "-e", "-q", "-f", "%s\n"])
+            .output()
+            .unwrap();
+        assert!(read.status.success());
+        let mut from_kafka: Vec<String> = String::from_utf8(read.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        from_kafka.sort();
+        let mut from_file = lines(&d.join(file));
+        from_file.sort();
+        assert!(!from_file.is_empty(), "{file} is empty");
+        assert_eq!(from_kafka, from_file, "{topic} vs {file}");
+    }
+}
