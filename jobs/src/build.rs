@@ -250,6 +250,7 @@ pub fn build<'scope>(
             StepOp::Keyed {
                 key_columns,
                 allowed_lateness,
+                control,
                 process,
                 ..
             } => {
@@ -271,6 +272,7 @@ pub fn build<'scope>(
                     key_columns: key_columns.clone(),
                     allowed_lateness: *allowed_lateness,
                     key_groups: plan.key_groups,
+                    control: *control,
                 };
                 let state = state_context(ctx, &step.name, plan, worker, peers);
                 let (w, stats) = (combined.clone(), ctx.stats.clone());

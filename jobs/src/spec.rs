@@ -297,6 +297,21 @@ pub struct RuleSpec {
     /// that is not a key).
     #[serde(default)]
     pub id: Option<String>,
+    /// threshold: a stream of rule updates that change the rule while it runs.
+    #[serde(default)]
+    pub updates: Option<UpdatesSpec>,
+}
+
+/// Where a rule's updates come from.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatesSpec {
+    /// The stream (columns `rule`, and any of `threshold`, `sum_threshold`, `where`,
+    /// `enabled`).
+    pub from: String,
+    /// The rule's name in the `rule` column (default: the step name).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// The `rolling:` of a rolling aggregate step.
@@ -404,7 +419,14 @@ impl StepSpec {
                     .or(j.temporal.as_ref().and_then(|t| t.dimension.as_deref()));
                 std::iter::once(j.left.as_str()).chain(right).collect()
             }
-            None => self.from.as_deref().into_iter().collect(),
+            None => {
+                let updates = self
+                    .rule
+                    .as_ref()
+                    .and_then(|r| r.updates.as_ref())
+                    .map(|u| u.from.as_str());
+                self.from.as_deref().into_iter().chain(updates).collect()
+            }
         }
     }
 

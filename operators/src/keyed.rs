@@ -48,17 +48,34 @@ impl KeyExtractor {
     }
 }
 
-/// The exchange pact that sends each record to the worker owning its key's group.
+/// Where the records of an input go.
+#[derive(Clone, Debug)]
+pub enum Routing {
+    /// To the worker owning the key group of these columns' values.
+    Key(Vec<usize>),
+    /// Every worker keeps what it receives (the stream was broadcast before).
+    Local,
+}
+
+/// The exchange pact that sends each record to the worker owning its key's group (or keeps it
+/// on `worker`, for broadcast inputs).
 pub fn key_exchange(
-    columns: Vec<usize>,
+    routing: Routing,
     key_groups: KeyGroups,
+    worker: usize,
     peers: usize,
 ) -> Exchange<Event, impl FnMut(&Event) -> u64 + 'static> {
-    let mut keys = KeyExtractor::new(columns);
+    let mut keys = match &routing {
+        Routing::Key(columns) => Some(KeyExtractor::new(columns.clone())),
+        Routing::Local => None,
+    };
     let routes = key_groups.routes(peers);
-    Exchange::new(move |event: &Event| {
-        let group = key_groups.group_of(keys.key_bytes(&event.row));
-        routes[group.0 as usize] as u64
+    Exchange::new(move |event: &Event| match &mut keys {
+        Some(keys) => {
+            let group = key_groups.group_of(keys.key_bytes(&event.row));
+            routes[group.0 as usize] as u64
+        }
+        None => worker as u64,
     })
 }
 

@@ -28,7 +28,7 @@ use weir_engine::state::{
 };
 use weir_engine::stats::JobStats;
 
-use crate::keyed::KeyExtractor;
+use crate::keyed::{KeyExtractor, Routing};
 use crate::timed::{timed_operator, TimedInput, TimedLogic, TimedOutputs};
 
 /// What an ordered step keeps per key.
@@ -64,6 +64,23 @@ pub trait KeyedProcess: 'static {
     fn side_rank(&self, side: usize) -> usize {
         side
     }
+
+    /// Records of the control input (broadcast to every worker: rule changes, for instance)
+    /// at event time `ts`: they apply to every key from `ts` on (before any keyed record at
+    /// `ts`).
+    fn on_control(&mut self, ts: i64, rows: &[Row]) {
+        let _ = (ts, rows);
+    }
+
+    /// What the control input changed, for checkpoints (identical on every worker).
+    fn control_state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Restores what [`control_state`](Self::control_state) returned.
+    fn restore_control(&mut self, bytes: &[u8]) {
+        let _ = bytes;
+    }
 }
 
 /// A timer for dropping state that no result depends on (a range every record has left):
@@ -94,6 +111,8 @@ struct KeyEntry<S> {
 #[derive(Clone, Serialize, Deserialize)]
 struct Pending {
     ts: i64,
+    /// A control record: processed before every keyed record of its event time.
+    control: bool,
     /// The key's [`Row::sort_prefix`], computed once.
     prefix: u64,
     rank: u8,
@@ -107,6 +126,9 @@ struct Pending {
 struct GroupSnapshot<S> {
     pending: Vec<Pending>,
     keys: Vec<(Row, KeyEntry<S>)>,
+    /// The control state and pending control records, the same in every group of a worker
+    /// (every worker sees every control record).
+    control: Option<(Vec<u8>, Vec<Pending>)>,
 }
 
 /// The state of an ordered keyed step on one worker: records waiting for the watermark, and
@@ -117,6 +139,11 @@ pub struct OrderedState<S> {
     pending: Vec<Pending>,
     keys: HashMap<Row, KeyEntry<S>>,
     timers: BTreeSet<(i64, Row)>,
+    /// With a control input: its state as of the last control record, and the key groups of
+    /// this worker (each snapshot group carries the control state, so any restore finds it).
+    control: Option<(Vec<u8>, std::ops::Range<u32>)>,
+    /// Restored control state and pending records, for the logic to pick up.
+    restored_control: Option<(Vec<u8>, Vec<Pending>)>,
 }
 
 impl<S: KeyState> KeyedState for OrderedState<S> {
@@ -125,8 +152,17 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
         let empty = || GroupSnapshot {
             pending: Vec::new(),
             keys: Vec::new(),
+            control: None,
         };
-        for p in &self.pending {
+        if let Some((bytes, owned)) = &self.control {
+            let pending: Vec<Pending> =
+                self.pending.iter().filter(|p| p.control).cloned().collect();
+            for g in owned.clone() {
+                groups.entry(KeyGroup(g)).or_insert_with(empty).control =
+                    Some((bytes.clone(), pending.clone()));
+            }
+        }
+        for p in self.pending.iter().filter(|p| !p.control) {
             let group = self.key_groups.group_of(p.key.as_bytes());
             groups
                 .entry(group)
@@ -157,6 +193,9 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
 
     fn restore_group(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<(), StateError> {
         let snapshot: GroupSnapshot<S> = decode_state(&self.name, group, bytes)?;
+        if self.restored_control.is_none() {
+            self.restored_control = snapshot.control;
+        }
         self.pending.extend(snapshot.pending);
         for (key, mut entry) in snapshot.keys {
             if let Some(t) = entry.timer {
@@ -192,6 +231,11 @@ pub struct OrderedLogic<P: KeyedProcess> {
 impl<P: KeyedProcess> OrderedLogic<P> {
     /// The logic of `process` configured by `config`.
     pub fn new(config: &OrderedConfig, process: P, stats: Arc<JobStats>) -> Self {
+        // With a control input, every key group carries its state (a worker of a timely run
+        // narrows this to its own groups).
+        let control = config
+            .control
+            .then(|| (process.control_state(), 0..config.key_groups.count()));
         OrderedLogic {
             process,
             state: OrderedState {
@@ -200,6 +244,8 @@ impl<P: KeyedProcess> OrderedLogic<P> {
                 pending: Vec::new(),
                 keys: HashMap::new(),
                 timers: BTreeSet::new(),
+                control,
+                restored_control: None,
             },
             extractors: config
                 .key_columns
@@ -277,10 +323,24 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
             self.stats.add_late(1);
             return Some(event);
         }
-        let key = self.extractors[input].key_bytes(&event.row);
+        let Some(extractor) = self.extractors.get_mut(input) else {
+            // The control input: no key.
+            self.state.pending.push(Pending {
+                ts: event.ts,
+                control: true,
+                prefix: 0,
+                rank: 0,
+                side: input as u8,
+                key: Row::from_values(&[]),
+                row: event.row,
+            });
+            return None;
+        };
+        let key = extractor.key_bytes(&event.row);
         let key = Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder");
         self.state.pending.push(Pending {
             ts: event.ts,
+            control: false,
             prefix: key.sort_prefix(),
             rank: self.process.side_rank(input) as u8,
             side: input as u8,
@@ -301,14 +361,27 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
         let mut pending = std::mem::take(&mut self.ready);
         pending.extend(self.state.pending.extract_if(.., |p| p.ts < until));
         pending.sort_unstable_by(|a, b| {
-            (a.ts, a.prefix)
-                .cmp(&(b.ts, b.prefix))
+            (a.ts, !a.control, a.prefix)
+                .cmp(&(b.ts, !b.control, b.prefix))
                 .then_with(|| a.key.cmp_values(&b.key))
                 .then_with(|| (a.rank, a.row.as_bytes()).cmp(&(b.rank, b.row.as_bytes())))
         });
         let mut records = pending.drain(..).peekable();
         while let Some(first) = records.next() {
             self.fire_timers(first.ts, out);
+            if first.control {
+                let ts = first.ts;
+                self.group.clear();
+                self.group.push(first.row);
+                while let Some(next) = records.next_if(|n| n.ts == ts && n.control) {
+                    self.group.push(next.row);
+                }
+                self.process.on_control(ts, &self.group);
+                if let Some((bytes, _)) = &mut self.state.control {
+                    *bytes = self.process.control_state();
+                }
+                continue;
+            }
             let (ts, side, key) = (first.ts, first.side, first.key);
             self.group.clear();
             self.group.push(first.row);
@@ -339,6 +412,16 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
     fn state_mut(&mut self) -> &mut Self::State {
         &mut self.state
     }
+
+    fn restored(&mut self) {
+        if let Some((bytes, pending)) = self.state.restored_control.take() {
+            self.process.restore_control(&bytes);
+            if let Some((current, _)) = &mut self.state.control {
+                *current = bytes;
+            }
+            self.state.pending.extend(pending);
+        }
+    }
 }
 
 /// How an ordered step is set up.
@@ -351,10 +434,13 @@ pub struct OrderedConfig {
     pub allowed_lateness: i64,
     /// The job's key groups.
     pub key_groups: KeyGroups,
+    /// The last input is a control input, broadcast to every worker (see
+    /// [`KeyedProcess::on_control`]).
+    pub control: bool,
 }
 
-/// Runs `process` over `inputs` (one or two, keyed by `config.key_columns`) in event-time
-/// order as the watermark passes.
+/// Runs `process` over `inputs` (keyed by `config.key_columns`, then the control input when
+/// `config.control`) in event-time order as the watermark passes.
 pub fn ordered<'scope, P: KeyedProcess>(
     inputs: Vec<StreamVec<'scope, Epoch, Event>>,
     watermarks: StreamVec<'scope, Epoch, i64>,
@@ -363,15 +449,27 @@ pub fn ordered<'scope, P: KeyedProcess>(
     state: Option<StateContext>,
     stats: Arc<JobStats>,
 ) -> TimedOutputs<'scope> {
-    assert_eq!(inputs.len(), config.key_columns.len(), "one key per input");
-    let logic = OrderedLogic::new(&config, process, stats);
+    assert_eq!(
+        inputs.len(),
+        config.key_columns.len() + config.control as usize,
+        "one key per keyed input"
+    );
+    let mut logic = OrderedLogic::new(&config, process, stats);
+    let scope = watermarks.scope();
+    if let Some((_, owned)) = &mut logic.state.control {
+        *owned = config
+            .key_groups
+            .groups_of_worker(scope.index(), scope.peers());
+    }
+    let routes = config
+        .key_columns
+        .into_iter()
+        .map(Routing::Key)
+        .chain(std::iter::once(Routing::Local));
     let timed_inputs = inputs
         .into_iter()
-        .zip(config.key_columns)
-        .map(|(stream, key_columns)| TimedInput {
-            stream,
-            key_columns,
-        })
+        .zip(routes)
+        .map(|(stream, routing)| TimedInput { stream, routing })
         .collect();
     timed_operator(
         &config.name,

@@ -15,6 +15,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use weir_engine::event::{Epoch, Event};
@@ -22,7 +23,7 @@ use weir_engine::keys::KeyGroups;
 use weir_engine::state::{KeyedState, StateContext};
 use weir_engine::watermark::PendingWatermarks;
 
-use crate::keyed::key_exchange;
+use crate::keyed::{key_exchange, Routing};
 
 /// What a watermark-driven keyed operator computes.
 pub trait TimedLogic: 'static {
@@ -37,14 +38,17 @@ pub trait TimedLogic: 'static {
     fn state(&self) -> &Self::State;
     /// The state, to restore into.
     fn state_mut(&mut self) -> &mut Self::State;
+    /// Called once after the state was restored.
+    fn restored(&mut self) {}
 }
 
-/// One keyed input of a timed operator.
+/// One input of a timed operator.
 pub struct TimedInput<'scope> {
     /// The records.
     pub stream: StreamVec<'scope, Epoch, Event>,
-    /// Key columns: records with equal key values meet on one worker.
-    pub key_columns: Vec<usize>,
+    /// Keyed (records with equal key values meet on one worker) or broadcast (every worker
+    /// sees every record).
+    pub routing: Routing,
 }
 
 /// The outputs of a timed operator.
@@ -72,9 +76,14 @@ pub fn timed_operator<'scope, L: TimedLogic>(
     let sides = inputs.len();
     let mut builder = OperatorBuilder::new(name.to_string(), scope);
     let mut data_in = Vec::with_capacity(sides);
+    let worker = scope.index();
     for input in inputs {
-        let pact = key_exchange(input.key_columns, key_groups, peers);
-        data_in.push(builder.new_input(input.stream, pact));
+        let stream = match input.routing {
+            Routing::Key(_) => input.stream,
+            Routing::Local => input.stream.broadcast(),
+        };
+        let pact = key_exchange(input.routing, key_groups, worker, peers);
+        data_in.push(builder.new_input(stream, pact));
     }
     let mut wm_in = builder.new_input(watermarks, Pipeline);
     let (results_out, results) = builder.new_output();
@@ -92,6 +101,7 @@ pub fn timed_operator<'scope, L: TimedLogic>(
         if let Err(e) = ctx.restore(logic.state_mut()) {
             panic!("step `{name}` cannot restore its state: {e}");
         }
+        logic.restored();
     }
 
     builder.build(move |_initial_caps| {

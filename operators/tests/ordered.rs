@@ -43,6 +43,7 @@ fn build<P: KeyedProcess + Clone + Send + Sync>(
             key_columns: vec![vec![0]; sides],
             allowed_lateness: lateness,
             key_groups: KeyGroups::new(16),
+            control: false,
         };
         ordered(
             inputs,

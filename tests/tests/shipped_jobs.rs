@@ -169,3 +169,70 @@ fn product_revenue_windows_sum_purchase_prices() {
     }
     assert!(!out["late"].is_empty());
 }
+
+#[test]
+fn rule_updates_apply_from_their_event_time_identically_at_1_and_3_workers() {
+    use weir_operators::source::generator::{write_jsonl, GeneratorConfig, StreamKind};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut config = GeneratorConfig::new(StreamKind::Payments, Some(120_000), 21);
+    config.disorder_ms = 300;
+    write_jsonl(
+        &config,
+        &mut std::fs::File::create(d.join("payments.jsonl")).unwrap(),
+        |_| {},
+    )
+    .unwrap();
+    // One minute in (of two), the threshold of `failed_bursts` drops from 3 to 1.
+    let change = "2026-01-01T00:01:00.000Z";
+    std::fs::write(
+        d.join("rules.jsonl"),
+        format!("{{\"rule\":\"failed_bursts\",\"threshold\":1,\"ts\":\"{change}\"}}\n{{\"rule\":\"another\",\"threshold\":0,\"ts\":\"2026-01-01T00:00:00.000Z\"}}\n"),
+    )
+    .unwrap();
+    let spec = |out: &str| {
+        format!(
+            r#"
+name: fraud-with-rule-updates
+sources:
+  payments:
+    kind: file
+    path: "{d}/payments.jsonl"
+    schema: {{ payment_id: string, user_id: string, amount: float, currency: string, status: string, merchant: string, ts: timestamp }}
+    event_time: {{ field: ts, max_out_of_orderness: 1s }}
+  rules:
+    kind: file
+    path: "{d}/rules.jsonl"
+    schema: {{ rule: string, threshold: int, ts: timestamp }}
+    event_time: {{ field: ts }}
+steps:
+  failed_bursts:
+    from: payments
+    rule: {{ key: user_id, count_over: 10m, threshold: 3, where: "status = 'FAILED'", updates: {{ from: rules }} }}
+sinks:
+  alerts: {{ from: failed_bursts, kind: file, path: "{out}" }}
+"#,
+            d = d.display()
+        )
+    };
+    let one = d.join("one.jsonl");
+    let three = d.join("three.jsonl");
+    weir_tests::run_spec(&spec(&one.display().to_string()), 1);
+    weir_tests::run_spec(&spec(&three.display().to_string()), 3);
+    let alerts = json_lines(&one);
+    assert_eq!(alerts, json_lines(&three));
+    let (before, after): (Vec<&Value>, Vec<&Value>) = alerts
+        .iter()
+        .partition(|a| a["last_ts"].as_str().unwrap() < change);
+    assert!(!before.is_empty() && !after.is_empty());
+    for a in &before {
+        assert!(
+            a["count"].as_i64().unwrap() >= 4,
+            "old threshold before the change: {a}"
+        );
+    }
+    assert!(
+        after.iter().any(|a| a["count"] == 2),
+        "the new threshold after it: {after:?}"
+    );
+}

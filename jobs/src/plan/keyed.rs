@@ -7,7 +7,7 @@ use weir_operators::aggregate::Aggregates;
 use weir_operators::expr::{AggregateFunction, Expr};
 use weir_operators::join::{parse_equi_join, IntervalJoin, JoinType, TemporalJoin, WindowJoin};
 use weir_operators::rolling::Rolling;
-use weir_operators::rule::{alert_schema, Pattern, PatternKind, Threshold};
+use weir_operators::rule::{alert_schema, Pattern, PatternKind, RuleUpdates, Threshold};
 use weir_operators::window::WindowKind;
 
 use super::check::{condition, key_columns, positive};
@@ -78,7 +78,14 @@ pub(super) fn plan_keyed(
     forbid_step_fields(&path, step, kind, errors);
     let before = errors.len();
     let planned = match kind {
-        "rule" => plan_rule(&path, step.rule.as_ref()?, input, errors),
+        "rule" => plan_rule(
+            name,
+            &path,
+            step.rule.as_ref()?,
+            input,
+            inputs.get(1).map(|(_, s)| s),
+            errors,
+        ),
         "rolling" => plan_rolling(&path, step.rolling.as_ref()?, input, errors),
         _ => {
             if step.from.is_some() {
@@ -92,11 +99,13 @@ pub(super) fn plan_keyed(
     };
     Some(planned.filter(|_| errors.len() == before).map(
         |(summary, key_columns, process, schema)| {
+            let control = key_columns.len() < inputs.len();
             (
                 StepOp::Keyed {
                     summary,
                     key_columns,
                     allowed_lateness: lateness,
+                    control,
                     process: Box::new(process),
                 },
                 schema,
@@ -140,10 +149,65 @@ fn key_fields(columns: &[usize], schema: &Schema) -> Vec<Field> {
     columns.iter().map(|&c| schema.field(c).clone()).collect()
 }
 
+/// The columns of a rule-updates stream.
+fn plan_updates(
+    upath: &str,
+    name: String,
+    schema: &Schema,
+    input: &SchemaRef,
+    errors: &mut Vec<SpecError>,
+) -> Option<RuleUpdates> {
+    let column = |col: &str, dtype: DataType, errors: &mut Vec<SpecError>| -> Option<usize> {
+        let i = schema.index_of(col)?;
+        let found = schema.field(i).dtype;
+        if found != dtype {
+            errors.push(SpecError::new(
+                format!("{upath}.from"),
+                format!("column `{col}` of the updates is a {found}, expected {dtype}"),
+            ));
+        }
+        Some(i)
+    };
+    let Some(rule) = column("rule", DataType::String, errors) else {
+        errors.push(SpecError::new(
+            format!("{upath}.from"),
+            format!(
+                "rule updates need a string column `rule` naming the rule (columns: {})",
+                schema.column_list()
+            ),
+        ));
+        return None;
+    };
+    let updates = RuleUpdates {
+        name,
+        rule,
+        threshold: column("threshold", DataType::Int, errors),
+        sum_threshold: column("sum_threshold", DataType::Float, errors),
+        condition: column("where", DataType::String, errors),
+        enabled: column("enabled", DataType::Bool, errors),
+        input: input.clone(),
+    };
+    if updates.threshold.is_none()
+        && updates.sum_threshold.is_none()
+        && updates.condition.is_none()
+        && updates.enabled.is_none()
+    {
+        errors.push(SpecError::new(
+            format!("{upath}.from"),
+            "rule updates change at least one of the columns threshold (int), sum_threshold \
+             (float), where (string), enabled (bool)",
+        ));
+        return None;
+    }
+    Some(updates)
+}
+
 fn plan_rule(
+    step: &str,
     path: &str,
     rule: &RuleSpec,
     input: &SchemaRef,
+    updates_schema: Option<&SchemaRef>,
     errors: &mut Vec<SpecError>,
 ) -> Option<Planned> {
     let rpath = format!("{path}.rule");
@@ -243,7 +307,23 @@ fn plan_rule(
             if let Some(c) = &cond {
                 summary.push_str(&format!(" where {c}"));
             }
-            let process = Threshold::new(keys.len(), over, rule.threshold, sum, cond, id);
+            let updates = match (&rule.updates, updates_schema) {
+                (Some(u), Some(schema)) => Some(plan_updates(
+                    &format!("{rpath}.updates"),
+                    u.name.clone().unwrap_or_else(|| step.to_string()),
+                    schema,
+                    input,
+                    errors,
+                )?),
+                _ => None,
+            };
+            if let Some(u) = &rule.updates {
+                summary.push_str(&format!(", updated from {}", u.from));
+            }
+            let mut process = Threshold::new(keys.len(), over, rule.threshold, sum, cond, id);
+            if let Some(u) = updates {
+                process = process.with_updates(u);
+            }
             Some((
                 summary,
                 vec![keys],
@@ -260,6 +340,7 @@ fn plan_rule(
                     ("where", rule.condition.is_some()),
                     ("sum_over", rule.sum_over.is_some()),
                     ("sum_threshold", rule.sum_threshold.is_some()),
+                    ("updates", rule.updates.is_some()),
                 ],
                 &format!("{kind} rule"),
                 errors,

@@ -172,6 +172,8 @@ pub enum StepOp {
         key_columns: Vec<Vec<usize>>,
         /// Allowed lateness, ms.
         allowed_lateness: i64,
+        /// The right input is a control stream (rule updates), broadcast to every worker.
+        control: bool,
         /// The per-key logic.
         process: Box<KeyedOp>,
     },
@@ -331,7 +333,8 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
         let field = |i: usize| match (&step.join, i) {
             (Some(_), 0) => "join.left",
             (Some(_), _) => "join.right",
-            (None, _) => "from",
+            (None, 0) => "from",
+            (None, _) => "rule.updates.from",
         };
         let mut inputs = Vec::new();
         for (i, from) in names.iter().copied().enumerate() {

@@ -17,7 +17,7 @@ mod pattern;
 mod threshold;
 
 pub use pattern::{Pattern, PatternKind};
-pub use threshold::Threshold;
+pub use threshold::{RuleUpdates, Threshold};
 
 use weir_engine::data::{DataType, Field, Row, RowBuilder, Schema, Value};
 use weir_engine::event::Event;

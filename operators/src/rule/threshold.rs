@@ -1,9 +1,10 @@
 //! The threshold rule: too many (or too much) per key in a trailing event-time window.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use weir_engine::data::Row;
+use weir_engine::data::{DataType, Row, SchemaRef, Value};
 use weir_engine::event::Event;
 
 use super::{event_id, Alert, AlertBuilder};
@@ -28,7 +29,41 @@ pub struct Threshold {
     pub condition: Option<Expr>,
     /// The id column of the events.
     pub id_column: Option<usize>,
+    /// False while a rule update has switched the rule off: events are still counted, no
+    /// alert fires.
+    pub enabled: bool,
+    /// Where rule updates come from, if anywhere.
+    pub updates: Option<Arc<RuleUpdates>>,
     alerts: AlertBuilder,
+}
+
+/// Rule updates as data: rows of a control stream, each changing the parameters of the rule
+/// it names from its event time on. Null columns leave a parameter as it is.
+#[derive(Debug)]
+pub struct RuleUpdates {
+    /// The rule's name in the `rule` column.
+    pub name: String,
+    /// Column of the rule name.
+    pub rule: usize,
+    /// Column of a new `threshold` (int).
+    pub threshold: Option<usize>,
+    /// Column of a new `sum_threshold` (float).
+    pub sum_threshold: Option<usize>,
+    /// Column of a new `where` condition (SQL text; empty for none).
+    pub condition: Option<usize>,
+    /// Column of `enabled` (bool).
+    pub enabled: Option<usize>,
+    /// The schema the rule's events have, to compile conditions against.
+    pub input: SchemaRef,
+}
+
+/// The parameters a rule update can change, as checkpointed.
+#[derive(Serialize, Deserialize)]
+struct Parameters {
+    count_above: Option<i64>,
+    sum_above: Option<f64>,
+    condition: Option<String>,
+    enabled: bool,
 }
 
 impl Threshold {
@@ -49,7 +84,52 @@ impl Threshold {
             sum,
             condition,
             id_column,
+            enabled: true,
+            updates: None,
             alerts,
+        }
+    }
+
+    /// The same rule, its parameters changed by `updates` while it runs.
+    pub fn with_updates(mut self, updates: RuleUpdates) -> Self {
+        self.updates = Some(Arc::new(updates));
+        self
+    }
+
+    fn apply(&mut self, row: &Row, updates: &RuleUpdates) {
+        if row.get_str(updates.rule) != Some(updates.name.as_str()) {
+            return;
+        }
+        if let Some(t) = updates.threshold.and_then(|c| row.get_i64(c)) {
+            self.count_above = Some(t);
+        }
+        if let Some(limit) = updates.sum_threshold.and_then(|c| row.get_f64(c)) {
+            if let Some((_, l)) = &mut self.sum {
+                *l = limit;
+            }
+        }
+        if let Some(text) = updates.condition.and_then(|c| row.get_str(c)) {
+            if text.trim().is_empty() {
+                self.condition = None;
+            } else {
+                match Expr::compile(text, &updates.input) {
+                    Ok(e) if matches!(e.dtype(), Some(DataType::Bool) | None) => {
+                        self.condition = Some(e)
+                    }
+                    Ok(_) => {
+                        tracing::warn!(rule = %updates.name, "rule update ignored: `{text}` is not a condition")
+                    }
+                    Err(e) => {
+                        tracing::warn!(rule = %updates.name, "rule update ignored: `{text}`: {e}")
+                    }
+                }
+            }
+        }
+        if let Some(enabled) = updates.enabled.and_then(|c| match row.get(c) {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }) {
+            self.enabled = enabled;
         }
     }
 
@@ -132,7 +212,7 @@ impl KeyedProcess for Threshold {
                 id: event_id(row, self.id_column),
                 value,
             });
-            if self.exceeded(state) && !state.fired {
+            if self.exceeded(state) && !state.fired && self.enabled {
                 state.fired = true;
                 let alert = Alert {
                     ts,
@@ -149,6 +229,42 @@ impl KeyedProcess for Threshold {
 
     fn on_timer(&mut self, _key: &Row, t: i64, state: &mut WindowCount, _out: &mut Vec<Event>) {
         self.evict(state, t);
+    }
+
+    fn on_control(&mut self, _ts: i64, rows: &[Row]) {
+        let Some(updates) = self.updates.clone() else {
+            return;
+        };
+        for row in rows {
+            self.apply(row, &updates);
+        }
+    }
+
+    fn control_state(&self) -> Vec<u8> {
+        let parameters = Parameters {
+            count_above: self.count_above,
+            sum_above: self.sum.as_ref().map(|(_, l)| *l),
+            condition: self.condition.as_ref().map(|e| e.text().to_string()),
+            enabled: self.enabled,
+        };
+        bincode::serialize(&parameters).expect("plain data serialises")
+    }
+
+    fn restore_control(&mut self, bytes: &[u8]) {
+        let Ok(p) = bincode::deserialize::<Parameters>(bytes) else {
+            tracing::warn!("rule parameters in the checkpoint are damaged: keeping the spec's");
+            return;
+        };
+        self.count_above = p.count_above;
+        if let (Some((_, l)), Some(limit)) = (&mut self.sum, p.sum_above) {
+            *l = limit;
+        }
+        if let Some(updates) = &self.updates {
+            self.condition = p
+                .condition
+                .and_then(|text| Expr::compile(&text, &updates.input).ok());
+        }
+        self.enabled = p.enabled;
     }
 
     fn next_timer(&self, state: &WindowCount) -> Option<i64> {

@@ -12,7 +12,7 @@ use weir_engine::stats::JobStats;
 use super::assign::WindowKind;
 use super::state::{ClosedWindow, WindowState};
 use crate::aggregate::Aggregates;
-use crate::keyed::KeyExtractor;
+use crate::keyed::{KeyExtractor, Routing};
 use crate::timed::{timed_operator, TimedInput, TimedLogic};
 
 /// What a window step computes.
@@ -184,7 +184,7 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
         let (name, key_groups) = (config.name.clone(), config.key_groups);
         let input = TimedInput {
             stream: self,
-            key_columns: config.key_columns.clone(),
+            routing: Routing::Key(config.key_columns.clone()),
         };
         let logic = WindowLogic {
             keys: KeyExtractor::new(config.key_columns.clone()),
