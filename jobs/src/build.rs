@@ -101,6 +101,7 @@ fn kafka_partitions(
         schema: source.schema.clone(),
         ts_column: source.ts_column,
         metadata: k.metadata,
+        debezium: source.debezium,
     };
     open_partitions(&config, worker, peers).map_err(|e| format!("source `{}`: {e}", source.name))
 }
@@ -137,11 +138,14 @@ pub fn readers_for(
                 .enumerate()
                 .filter(|(i, _)| i % peers == worker)
                 .map(|(_, split)| {
-                    Box::new(JsonLinesReader::new(
-                        split,
-                        source.schema.clone(),
-                        source.ts_column,
-                    )) as Box<dyn PartitionReader>
+                    let reader =
+                        JsonLinesReader::new(split, source.schema.clone(), source.ts_column);
+                    let reader = if source.debezium {
+                        reader.debezium()
+                    } else {
+                        reader
+                    };
+                    Box::new(reader) as Box<dyn PartitionReader>
                 })
                 .collect())
         }

@@ -236,3 +236,80 @@ sinks:
         "the new threshold after it: {after:?}"
     );
 }
+
+#[test]
+fn a_debezium_changelog_drives_a_temporal_join_with_updates_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let change = |op: &str, before: &str, after: &str, ts: i64| {
+        format!(r#"{{"before":{before},"after":{after},"op":"{op}","ts_ms":{ts}}}"#)
+    };
+    let a = r#"{"device_id":"d1","model":"A"}"#;
+    let b = r#"{"device_id":"d1","model":"B"}"#;
+    let c = r#"{"device_id":"d2","model":"C"}"#;
+    let changes = [
+        change("c", "null", a, 1_000),
+        change("r", "null", c, 2_000),
+        change("u", a, b, 3_000),
+        change("d", b, "null", 5_000),
+    ];
+    std::fs::write(d.join("profiles.jsonl"), changes.join("\n")).unwrap();
+    let clicks: Vec<String> = [
+        ("d1", 500),
+        ("d1", 1_000),
+        ("d1", 2_000),
+        ("d2", 2_500),
+        ("d1", 3_000),
+        ("d1", 4_000),
+        ("d1", 5_000),
+        ("d1", 6_000),
+    ]
+    .iter()
+    .map(|(dev, ts)| format!(r#"{{"device_id":"{dev}","ts":{ts}}}"#))
+    .collect();
+    std::fs::write(d.join("clicks.jsonl"), clicks.join("\n")).unwrap();
+    let spec = |workers: usize| {
+        format!(
+            r#"
+name: cdc-join
+sources:
+  clicks: {{ kind: file, path: "{d}/clicks.jsonl", schema: {{ device_id: string, ts: timestamp }}, event_time: {{ field: ts }} }}
+  profiles: {{ kind: file, format: debezium, path: "{d}/profiles.jsonl", schema: {{ device_id: string, model: string }}, event_time: {{ field: _ts_ms }} }}
+steps:
+  enriched: {{ join: {{ left: clicks, temporal: {{ dimension: profiles, key: device_id }}, type: left }} }}
+  slim: {{ from: enriched, project: {{ device_id: device_id, ts: "epoch_ms(ts)", model: model }} }}
+sinks:
+  out: {{ from: slim, kind: file, path: "{d}/out{workers}.jsonl" }}
+"#,
+            d = d.display()
+        )
+    };
+    weir_tests::run_spec(&spec(1), 1);
+    weir_tests::run_spec(&spec(2), 2);
+    let rows = json_lines(&d.join("out1.jsonl"));
+    assert_eq!(rows, json_lines(&d.join("out2.jsonl")));
+    let seen: Vec<(String, i64, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["device_id"].as_str().unwrap().to_string(),
+                r["ts"].as_i64().unwrap(),
+                r["model"].as_str().map(String::from),
+            )
+        })
+        .collect();
+    let m = |s: &str| Some(s.to_string());
+    assert_eq!(
+        seen,
+        [
+            ("d1".into(), 500, None),
+            ("d1".into(), 1_000, m("A")),
+            ("d1".into(), 2_000, m("A")),
+            ("d2".into(), 2_500, m("C")),
+            ("d1".into(), 3_000, m("B")),
+            ("d1".into(), 4_000, m("B")),
+            ("d1".into(), 5_000, None),
+            ("d1".into(), 6_000, None),
+        ]
+    );
+}

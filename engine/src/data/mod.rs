@@ -5,7 +5,7 @@ pub mod row;
 pub mod schema;
 pub mod time;
 
-pub use json::{encode_row, JsonDecoder, TimestampFormat};
+pub use json::{encode_row, JsonDecoder, TimestampFormat, DEBEZIUM_OP, DEBEZIUM_TS};
 pub use row::{Row, RowBuilder, Value};
 pub use schema::{DataType, Field, Schema, SchemaRef};
 

@@ -671,11 +671,15 @@ fn plan_join(
         )
     } else {
         let temporal = join.temporal.as_ref()?;
-        let deleted = temporal
-            .deleted
+        // Debezium dimensions (`format: debezium`) delete on `op: d` unless told otherwise.
+        let default_delete = right
+            .index_of(weir_engine::data::DEBEZIUM_OP)
+            .map(|_| format!("{} = 'd'", weir_engine::data::DEBEZIUM_OP));
+        let deleted_text = temporal.deleted.clone().or(default_delete);
+        let deleted = deleted_text
             .as_deref()
             .and_then(|t| condition(&format!("{jpath}.temporal.deleted"), t, right, errors));
-        if temporal.deleted.is_some() && deleted.is_none() {
+        if deleted_text.is_some() && deleted.is_none() {
             return None;
         }
         (

@@ -79,6 +79,8 @@ pub struct SourcePlan {
     pub schema: SchemaRef,
     /// Event-time column.
     pub ts_column: usize,
+    /// Records are Debezium change events (`format: debezium`).
+    pub debezium: bool,
     /// Allowed disorder, ms.
     pub max_out_of_orderness: i64,
     /// Idle partitions stop holding the watermark after this long.

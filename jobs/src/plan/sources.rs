@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use weir_engine::data::time::parse_rfc3339;
-use weir_engine::data::{DataType, Field, Schema, SchemaRef};
+use weir_engine::data::{DataType, Field, Schema, SchemaRef, DEBEZIUM_OP, DEBEZIUM_TS};
 use weir_operators::kafka::{EndMode, MetadataColumns, StartMode};
 use weir_operators::source::generator::{GeneratorConfig, StreamKind};
 use weir_operators::source::OnError;
@@ -136,11 +136,11 @@ pub(super) fn plan_source(
             if let Some(f) = s
                 .format
                 .as_deref()
-                .filter(|f| !matches!(*f, "json" | "jsonl" | "json_lines"))
+                .filter(|f| !matches!(*f, "json" | "jsonl" | "json_lines" | "debezium"))
             {
                 errors.push(SpecError::new(
                     format!("{path}.format"),
-                    format!("unknown format `{f}`: expected json (JSON lines)"),
+                    format!("unknown format `{f}`: expected json (JSON lines) or debezium"),
                 ));
             }
             if s.split_size == Some(0) {
@@ -197,7 +197,7 @@ pub(super) fn plan_source(
             {
                 errors.push(SpecError::new(
                     format!("{path}.format"),
-                    format!("unknown format `{f}`: expected json"),
+                    format!("unknown format `{f}`: expected json or debezium"),
                 ));
             }
             let start = match &s.start {
@@ -352,7 +352,7 @@ pub(super) fn plan_source(
         other => {
             errors.push(SpecError::new(
                 format!("{path}.kind"),
-                format!("unknown source kind `{other}`: expected file or generator"),
+                format!("unknown source kind `{other}`: expected file, generator or kafka"),
             ));
             return None;
         }
@@ -361,6 +361,7 @@ pub(super) fn plan_source(
         name: name.to_string(),
         schema,
         ts_column,
+        debezium: s.format.as_deref() == Some("debezium"),
         max_out_of_orderness: ooo,
         idle_timeout,
         on_error,
@@ -403,6 +404,11 @@ fn json_schema(
         return None;
     };
     let mut fields = parse_schema(&format!("{path}.schema"), columns, errors)?;
+    if s.format.as_deref() == Some("debezium") {
+        // The change's operation and time, from the envelope.
+        fields.push(Field::required(DEBEZIUM_OP, DataType::String));
+        fields.push(Field::new(DEBEZIUM_TS, DataType::Timestamp));
+    }
     let Some(field) = time_field else {
         errors.push(SpecError::new(
             format!("{path}.event_time.field"),

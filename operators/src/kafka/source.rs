@@ -36,6 +36,8 @@ pub struct KafkaSourceConfig {
     pub discovery: Option<Duration>,
     /// Decoded schema (with any metadata columns).
     pub schema: SchemaRef,
+    /// Messages are Debezium change events.
+    pub debezium: bool,
     /// Event-time column.
     pub ts_column: usize,
     /// Metadata columns.
@@ -420,7 +422,11 @@ impl KafkaReader {
             location: format!("{}[{partition}]", config.topic),
             cursor: Cursor {
                 partition,
-                decoder: JsonDecoder::new(config.schema.clone()),
+                decoder: if config.debezium {
+                    JsonDecoder::new(config.schema.clone()).debezium()
+                } else {
+                    JsonDecoder::new(config.schema.clone())
+                },
                 ts_column: config.ts_column,
                 metadata: config.metadata,
                 end,

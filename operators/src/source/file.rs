@@ -85,6 +85,12 @@ pub struct JsonLinesReader {
 const BUFFER: usize = 1 << 20;
 
 impl JsonLinesReader {
+    /// Reads Debezium change events (see [`JsonDecoder::debezium`]).
+    pub fn debezium(mut self) -> Self {
+        self.decoder = self.decoder.debezium();
+        self
+    }
+
     /// A reader of `split` decoding into `schema`, with event time in column `ts_column`
     /// (a required int or timestamp column).
     pub fn new(split: FileSplit, schema: SchemaRef, ts_column: usize) -> Self {

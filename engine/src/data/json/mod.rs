@@ -26,7 +26,14 @@ pub struct JsonDecoder {
     schema: SchemaRef,
     builder: RowBuilder,
     keys: Vec<scan::KeyPattern>,
+    /// Debezium change events: the columns `_op` and `_ts_ms` are filled from the envelope.
+    debezium: Option<(usize, usize)>,
 }
+
+/// Column names a Debezium source adds to its schema.
+pub const DEBEZIUM_OP: &str = "_op";
+/// See [`DEBEZIUM_OP`].
+pub const DEBEZIUM_TS: &str = "_ts_ms";
 
 impl JsonDecoder {
     /// A decoder for `schema`.
@@ -41,7 +48,19 @@ impl JsonDecoder {
             schema,
             builder,
             keys,
+            debezium: None,
         }
+    }
+
+    /// Decodes Debezium change events (`{"before": {...}, "after": {...}, "op": "c|u|d|r",
+    /// "ts_ms": ...}`, optionally inside `{"payload": ...}`): the row is `after` (`before` for
+    /// deletes), and the schema's `_op` and `_ts_ms` columns get the operation and the
+    /// change's time.
+    pub fn debezium(mut self) -> Self {
+        let op = self.schema.index_of(DEBEZIUM_OP);
+        let ts = self.schema.index_of(DEBEZIUM_TS);
+        self.debezium = op.zip(ts);
+        self
     }
 
     /// The schema rows are decoded into.
@@ -63,11 +82,29 @@ impl JsonDecoder {
         line: &[u8],
         extra: impl FnOnce(&mut RowBuilder),
     ) -> Result<Row, String> {
+        let mut change = None;
+        let unwrapped;
+        let line = match self.debezium {
+            None => line,
+            Some(_) => {
+                let (inner, op, ts) = unwrap_debezium(line)?;
+                unwrapped = inner;
+                change = Some((op, ts));
+                &unwrapped[..]
+            }
+        };
         let scanned = scan::Scan::new(line)
             .and_then(|mut s| s.object(&self.schema, &self.keys, &mut self.builder));
         if let Err(e) = scanned {
             self.builder.reset();
             return Err(e);
+        }
+        if let (Some((op_col, ts_col)), Some((op, ts))) = (self.debezium, change) {
+            self.builder.set_str(op_col, op);
+            match ts {
+                Some(ms) => self.builder.set_ts(ts_col, ms),
+                None => self.builder.set_null(ts_col),
+            }
         }
         extra(&mut self.builder);
         self.finish_row().map_err(|e| e.to_string())
@@ -317,6 +354,36 @@ pub enum TimestampFormat {
     Millis,
 }
 
+/// The row object of a Debezium change event, its operation and its time (`ts_ms`, or the
+/// source's `ts_ms`).
+fn unwrap_debezium(line: &[u8]) -> Result<(Vec<u8>, &'static str, Option<i64>), String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("not a JSON change event: {e}"))?;
+    let event = value
+        .get("payload")
+        .filter(|p| p.is_object())
+        .unwrap_or(&value);
+    let op = match event.get("op").and_then(|o| o.as_str()) {
+        Some("c") => "c",
+        Some("u") => "u",
+        Some("d") => "d",
+        Some("r") => "r",
+        Some(other) => return Err(format!("Debezium `op` is `{other}`: expected c, u, d or r")),
+        None => return Err("a Debezium change event needs `op` (c, u, d or r)".to_string()),
+    };
+    let side = if op == "d" { "before" } else { "after" };
+    let row = event
+        .get(side)
+        .filter(|r| r.is_object())
+        .ok_or_else(|| format!("Debezium `op: {op}` without a `{side}` object"))?;
+    let ts = event
+        .get("ts_ms")
+        .and_then(|t| t.as_i64())
+        .or_else(|| event.get("source")?.get("ts_ms")?.as_i64());
+    let bytes = serde_json::to_vec(row).map_err(|e| e.to_string())?;
+    Ok((bytes, op, ts))
+}
+
 /// Appends `row` as one JSON object (no newline) to `out`, with the column names of `names`.
 pub fn encode_row(row: &Row, names: &[String], format: TimestampFormat, out: &mut String) {
     out.push('{');
@@ -379,6 +446,41 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn debezium_change_events_decode_into_their_row_operation_and_time() {
+        use std::sync::Arc;
+        let schema = Arc::new(
+            crate::data::Schema::new(vec![
+                crate::data::Field::new("id", DataType::String),
+                crate::data::Field::new("model", DataType::String),
+                crate::data::Field::required(DEBEZIUM_OP, DataType::String),
+                crate::data::Field::new(DEBEZIUM_TS, DataType::Timestamp),
+            ])
+            .unwrap(),
+        );
+        let mut d = JsonDecoder::new(schema).debezium();
+        let row = d
+            .decode(br#"{"before":null,"after":{"id":"d1","model":"X"},"op":"c","ts_ms":1000}"#)
+            .unwrap();
+        assert_eq!(row.get_str(1), Some("X"));
+        assert_eq!((row.get_str(2), row.get_i64(3)), (Some("c"), Some(1000)));
+        let row = d
+            .decode(br#"{"payload":{"before":{"id":"d1","model":"X"},"after":null,"op":"d","source":{"ts_ms":2000}}}"#)
+            .unwrap();
+        assert_eq!(
+            (row.get_str(0), row.get_str(2), row.get_i64(3)),
+            (Some("d1"), Some("d"), Some(2000))
+        );
+        let err = d.decode(br#"{"after":{"id":"d1"},"op":"x"}"#).unwrap_err();
+        assert!(err.contains("expected c, u, d or r"), "{err}");
+        let err = d.decode(br#"{"before":null,"op":"d"}"#).unwrap_err();
+        assert!(err.contains("without a `before` object"), "{err}");
+        assert!(d
+            .decode(b"not json")
+            .unwrap_err()
+            .contains("not a JSON change event"));
+    }
     use crate::data::schema::{Field, Schema};
 
     fn schema() -> SchemaRef {
