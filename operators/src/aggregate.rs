@@ -2,17 +2,20 @@
 //!
 //! Records reach a window in a different order at different worker counts, and float addition
 //! is not associative: `0.1 + 0.2 + 0.3` and `0.3 + 0.2 + 0.1` differ in the last bit. Float
-//! sums are therefore accumulated as exact fixed-point integers (`i128` in units of 2⁻⁴⁰, about
-//! 1e-12), so every order of the same inputs gives bit-identical results. Values beyond ±2⁸⁰
-//! (far outside any amount or reading) fall back to an ordinary float side sum.
+//! sums are therefore accumulated as exact fixed-point integers (`i128` in units of 2⁻⁶⁰), so
+//! every order of the same inputs gives bit-identical results. Every float of magnitude 2⁻⁸ or
+//! more is a whole number of units, so such sums are exact and their value is the exact sum
+//! rounded once to a float (cents print as cents). Values beyond ±2⁶² and sums beyond ±2⁶⁶ (far
+//! outside any amount or reading) go to an ordinary float side sum.
 
 use serde::{Deserialize, Serialize};
 use weir_engine::data::{DataType, Row, RowBuilder, Schema, Value};
 
 use crate::expr::{parse_aggregate, AggregateCall, AggregateFunction, ExprError};
 
-const FIXED_SCALE: f64 = (1u64 << 40) as f64;
-const FIXED_LIMIT: f64 = 1.208_925_819_614_629_2e24; // 2^80
+const FIXED_BITS: u32 = 60;
+const FIXED_SCALE: f64 = (1u64 << FIXED_BITS) as f64;
+const FIXED_LIMIT: f64 = 4.611_686_018_427_388e18; // 2^62
 
 /// An order-independent float sum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -26,13 +29,11 @@ impl ExactSum {
     #[inline]
     pub fn add(&mut self, x: f64) {
         if x.is_finite() && x.abs() < FIXED_LIMIT {
-            let scaled = (x * FIXED_SCALE).round();
-            // Through i64 when it fits (|x| < 2^23): f64 → i128 is a slow library call.
-            let units = if scaled.abs() < 9.2e18 {
-                scaled as i64 as i128
-            } else {
-                scaled as i128
-            };
+            // Integer part and fraction separately: both convert through i64 (f64 → i128 is a
+            // slow library call), and both are exact.
+            let whole = x.trunc();
+            let fraction = ((x - whole) * FIXED_SCALE).round() as i64;
+            let units = ((whole as i64 as i128) << FIXED_BITS) + fraction as i128;
             match self.fixed.checked_add(units) {
                 Some(v) => self.fixed = v,
                 None => self.overflow += x,
@@ -364,6 +365,22 @@ mod tests {
             "{}",
             forward.value()
         );
+    }
+
+    #[test]
+    fn float_sums_are_the_exact_sum_rounded_once() {
+        // The exact sum of the three floats, rounded once, is the float nearest 1202.82 (a
+        // 2⁻⁴⁰ grid printed 1202.8199999999988).
+        let mut prices = ExactSum::default();
+        for v in [400.94, 401.94, 399.94] {
+            prices.add(v);
+        }
+        assert_eq!(prices.value().to_string(), "1202.82");
+        // Retracting what was added leaves exactly nothing.
+        for v in [400.94, 401.94, 399.94] {
+            prices.add(-v);
+        }
+        assert_eq!(prices.value(), 0.0);
     }
 
     #[test]
