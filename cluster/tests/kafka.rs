@@ -289,6 +289,54 @@ fn malformed_messages_reach_the_dead_letter_output_with_partition_and_offset() {
     );
 }
 
+/// Writes `events` generated payments to `dir/payments.jsonl` (in order enough that nothing is
+/// late under any partitioning) and produces them with kcat to a 4-partition topic `payments`.
+fn kcat_payments(broker: &KafkaBroker, dir: &Path, events: u64, seed: u64) {
+    let (events, seed) = (events.to_string(), seed.to_string());
+    let gen = run(
+        &[
+            "gen",
+            "--stream",
+            "payments",
+            "--events",
+            &events,
+            "--seed",
+            &seed,
+            "--disorder-ms",
+            "200",
+            "--out",
+            "payments.jsonl",
+        ],
+        dir,
+    );
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    create_topic(
+        &conn(broker),
+        "payments",
+        PARTITIONS,
+        &[("retention.ms", "-1")],
+    )
+    .unwrap();
+    let kcat = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap(),
+            "-t",
+            "payments",
+            "-P",
+            "-l",
+            "payments.jsonl",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("kcat (Debian package kcat) is needed: run scripts/test.sh");
+    assert!(
+        kcat.status.success(),
+        "kcat: {}",
+        String::from_utf8_lossy(&kcat.stderr)
+    );
+}
+
 fn window_job(source: &str, sink: &str) -> String {
     format!(
         r#"
@@ -313,48 +361,7 @@ fn kcat_in_filter_and_window_kcat_out_equals_the_same_job_on_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Input: recorded payments (in order enough that nothing is late under any partitioning).
-    let gen = run(
-        &[
-            "gen",
-            "--stream",
-            "payments",
-            "--events",
-            "30000",
-            "--seed",
-            "11",
-            "--disorder-ms",
-            "200",
-            "--out",
-            "payments.jsonl",
-        ],
-        d,
-    );
-    assert!(gen.status.success(), "{}", stderr(&gen));
-    create_topic(
-        &conn(&broker),
-        "payments",
-        PARTITIONS,
-        &[("retention.ms", "-1")],
-    )
-    .unwrap();
-    let kcat = Command::new("kcat")
-        .args([
-            "-b",
-            &broker.bootstrap(),
-            "-t",
-            "payments",
-            "-P",
-            "-l",
-            "payments.jsonl",
-        ])
-        .current_dir(d)
-        .output()
-        .expect("kcat (Debian package kcat) is needed: run scripts/test.sh");
-    assert!(
-        kcat.status.success(),
-        "kcat: {}",
-        String::from_utf8_lossy(&kcat.stderr)
-    );
+    kcat_payments(&broker, d, 30_000, 11);
 
     let kafka_source = format!(
         "  payments: {{ kind: kafka, brokers: \"{}\", topic: payments, until: latest, schema: {PAYMENTS_SCHEMA}, event_time: {{ field: ts, max_out_of_orderness: 1s }} }}",
@@ -700,41 +707,7 @@ fn the_shipped_kafka_fraud_job_alerts_like_its_file_twin() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let b = broker.bootstrap();
-    // Recorded payments, in order enough that nothing is late under any partitioning.
-    let gen = run(
-        &[
-            "gen",
-            "--stream",
-            "payments",
-            "--events",
-            "60000",
-            "--seed",
-            "5",
-            "--disorder-ms",
-            "200",
-            "--out",
-            "payments.jsonl",
-        ],
-        d,
-    );
-    assert!(gen.status.success(), "{}", stderr(&gen));
-    create_topic(
-        &conn(&broker),
-        "payments",
-        PARTITIONS,
-        &[("retention.ms", "-1")],
-    )
-    .unwrap();
-    let kcat = Command::new("kcat")
-        .args(["-b", &b, "-t", "payments", "-P", "-l", "payments.jsonl"])
-        .current_dir(d)
-        .output()
-        .expect("kcat (Debian package kcat) is needed: run scripts/test.sh");
-    assert!(
-        kcat.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kcat.stderr)
-    );
+    kcat_payments(&broker, d, 60_000, 5);
 
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/examples");
     let kafka_job = examples.join("kafka/payment-fraud.yaml");
