@@ -1,50 +1,11 @@
 //! The `weir` binary: multi-process runs on loopback, exit codes and messages.
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{run, stderr, wait, weir};
 use weir_tests::{free_port, lines, read_dir};
-
-fn weir() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    c
-}
-
-/// Waits for `child` at most `limit`, killing it after that.
-fn wait(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "timed out after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn run(args: &[&str], cwd: &Path) -> Output {
-    wait(
-        weir()
-            .args(args)
-            .current_dir(cwd)
-            .spawn()
-            .expect("spawn weir"),
-        Duration::from_secs(120),
-    )
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 const JOB: &str = r#"
 name: two-processes

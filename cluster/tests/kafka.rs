@@ -2,58 +2,21 @@
 //! an independent client: start modes, replay into shadow sinks, dead letters, and brokers
 //! that are not there or go away.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{run, stderr, wait, weir};
 use weir_engine::data::time::format_rfc3339;
 use weir_operators::kafka::{create_topic, read_topic, Connection, MessageProducer};
 use weir_tests::{json_lines, lines, KafkaBroker};
 
 const T0: i64 = 1_767_225_600_000;
 const PARTITIONS: i32 = 4;
-
-fn weir() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    c
-}
-
-fn wait(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "timed out after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn run(args: &[&str], cwd: &Path) -> Output {
-    let out = wait(
-        weir()
-            .args(args)
-            .current_dir(cwd)
-            .spawn()
-            .expect("spawn weir"),
-        Duration::from_secs(120),
-    );
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 fn conn(broker: &KafkaBroker) -> Connection {
     Connection {
@@ -337,6 +300,36 @@ fn kcat_payments(broker: &KafkaBroker, dir: &Path, events: u64, seed: u64) {
     );
 }
 
+/// Every message value of `topic`, read with kcat, sorted.
+fn kcat_read(broker: &KafkaBroker, topic: &str) -> Vec<String> {
+    let read = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap(),
+            "-t",
+            topic,
+            "-C",
+            "-e",
+            "-q",
+            "-f",
+            "%s\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "kcat: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let mut values: Vec<String> = String::from_utf8(read.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    values.sort();
+    values
+}
+
 fn window_job(source: &str, sink: &str) -> String {
     format!(
         r#"
@@ -391,27 +384,7 @@ fn kcat_in_filter_and_window_kcat_out_equals_the_same_job_on_the_file() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     // Read the output topic with kcat, not with weir.
-    let read = Command::new("kcat")
-        .args([
-            "-b",
-            &broker.bootstrap(),
-            "-t",
-            "per_merchant",
-            "-C",
-            "-e",
-            "-q",
-            "-f",
-            "%s\n",
-        ])
-        .output()
-        .unwrap();
-    assert!(read.status.success());
-    let mut from_kafka: Vec<String> = String::from_utf8(read.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    from_kafka.sort();
+    let from_kafka = kcat_read(&broker, "per_merchant");
     let mut from_file = lines(&d.join("out/per_merchant.jsonl"));
     from_file.sort();
     assert!(from_file.len() > 50, "{}", from_file.len());
@@ -750,17 +723,7 @@ fn the_shipped_kafka_fraud_job_alerts_like_its_file_twin() {
         ("high_value_alerts", "out/fraud_high_value.jsonl"),
         ("abandoned_payments", "out/fraud_abandoned.jsonl"),
     ] {
-        let read = Command::new("kcat")
-            .args(["-b", &b, "-t", topic, "-C", "-e", "-q", "-f", "%s\n"])
-            .output()
-            .unwrap();
-        assert!(read.status.success());
-        let mut from_kafka: Vec<String> = String::from_utf8(read.stdout)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
-        from_kafka.sort();
+        let from_kafka = kcat_read(&broker, topic);
         let mut from_file = lines(&d.join(file));
         from_file.sort();
         assert!(!from_file.is_empty(), "{file} is empty");
