@@ -258,6 +258,20 @@ pub fn build<'scope>(
                 process,
                 ..
             } => {
+                // A fixed `where` of a threshold rule is applied before the exchange: records
+                // it would ignore are not shipped, buffered and sorted (`.late` then holds the
+                // late records that match it).
+                let input = match &**process {
+                    KeyedOp::Threshold(rule) if rule.updates.is_none() => match &rule.condition {
+                        Some(c) => input.filter_project(
+                            &format!("{}.where", step.name),
+                            Some(c.clone()),
+                            None,
+                        ),
+                        None => input,
+                    },
+                    _ => input,
+                };
                 let mut inputs = vec![input];
                 let mut marks = vec![watermarks.clone()];
                 if let Some(right) = &step.right {
