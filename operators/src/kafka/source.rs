@@ -11,7 +11,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_engine::data::{JsonDecoder, SchemaRef};
-use weir_engine::event::{Epoch, EVENT_TIME_RANGE};
+use weir_engine::event::Epoch;
 
 use super::client::{consumer, partitions_of, with_retries, Consumer_, KafkaError};
 use super::{Connection, EndMode, MetadataColumns, StartMode};
@@ -342,23 +342,8 @@ impl Cursor {
                 }
             }
         });
-        match decoded {
-            Ok(row) => {
-                let ts = row
-                    .get_i64(self.ts_column)
-                    .expect("the event-time column is required");
-                if EVENT_TIME_RANGE.contains(&ts) {
-                    out.record(ts, row);
-                } else {
-                    out.bad(
-                        offset,
-                        format!("event time {ts} ms is outside years 1 to 9999"),
-                        payload,
-                    );
-                }
-            }
-            Err(error) => out.bad(offset, error, payload),
-        }
+        let name = &self.decoder.schema().field(self.ts_column).name;
+        out.decoded(decoded, self.ts_column, name, offset, payload);
         self.end
             .is_some_and(|end| offset + 1 >= end)
             .then_some(ReadStatus::Done)

@@ -10,7 +10,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use weir_engine::data::{JsonDecoder, SchemaRef};
-use weir_engine::event::EVENT_TIME_RANGE;
 
 use super::{Emitter, PartitionReader, ReadStatus};
 
@@ -152,21 +151,9 @@ impl JsonLinesReader {
             return;
         }
         let offset = self.buf_offset + start as u64;
-        match self.decoder.decode(line) {
-            Ok(row) => {
-                let ts = row
-                    .get_i64(self.ts_column)
-                    .expect("the event-time column is required");
-                if EVENT_TIME_RANGE.contains(&ts) {
-                    out.record(ts, row);
-                } else {
-                    let name = &self.decoder.schema().field(self.ts_column).name;
-                    let error = format!("event time `{name}` = {ts} ms is outside years 1 to 9999");
-                    out.bad(offset as i64, error, line);
-                }
-            }
-            Err(error) => out.bad(offset as i64, error, line),
-        }
+        let decoded = self.decoder.decode(line);
+        let name = &self.decoder.schema().field(self.ts_column).name;
+        out.decoded(decoded, self.ts_column, name, offset as i64, line);
     }
 }
 

@@ -105,6 +105,34 @@ impl<'a> Emitter<'a> {
         self.events.push(Event::new(ts, wm, row));
     }
 
+    /// Emits a decoded JSON record, or the input as bad when it did not decode or its event
+    /// time (column `ts_column`, named `ts_name`) is outside the years weir accepts.
+    #[inline]
+    pub fn decoded(
+        &mut self,
+        decoded: Result<Row, String>,
+        ts_column: usize,
+        ts_name: &str,
+        offset: i64,
+        raw: &[u8],
+    ) {
+        match decoded {
+            Ok(row) => {
+                let ts = row
+                    .get_i64(ts_column)
+                    .expect("the event-time column is required");
+                if weir_engine::event::EVENT_TIME_RANGE.contains(&ts) {
+                    self.record(ts, row);
+                } else {
+                    let error =
+                        format!("event time `{ts_name}` = {ts} ms is outside years 1 to 9999");
+                    self.bad(offset, error, raw);
+                }
+            }
+            Err(error) => self.bad(offset, error, raw),
+        }
+    }
+
     /// Emits input that could not be decoded.
     pub fn bad(&mut self, offset: i64, error: String, raw: &[u8]) {
         let wm = self.watermark.current();
