@@ -20,7 +20,7 @@ pub use window::WindowJoin;
 use sqlparser::ast::{BinaryOperator, Expr as Ast};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
-use weir_engine::data::{Row, RowBuilder};
+use weir_engine::data::Row;
 
 /// Inner or left outer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,21 +94,17 @@ fn collect_equalities(
 /// NULLs.
 #[derive(Clone, Debug)]
 pub(crate) struct Joined {
-    prefix: usize,
     left: usize,
     right: usize,
     prefix_ts: Vec<i64>,
-    builder: RowBuilder,
 }
 
 impl Joined {
     pub(crate) fn new(prefix: usize, left: usize, right: usize) -> Self {
         Joined {
-            prefix,
             left,
             right,
             prefix_ts: vec![0; prefix],
-            builder: RowBuilder::new(prefix + left + right),
         }
     }
 
@@ -119,20 +115,10 @@ impl Joined {
 
     /// The joined row of `left` and `right` (NULLs when `None`).
     pub(crate) fn row(&mut self, left: &Row, right: Option<&Row>) -> Row {
-        for (i, ts) in self.prefix_ts.iter().enumerate() {
-            self.builder.set_ts(i, *ts);
-        }
-        for c in 0..self.left {
-            self.builder.copy_from(self.prefix + c, left, c);
-        }
-        let first = self.prefix + self.left;
-        for c in 0..self.right {
-            match right {
-                Some(r) => self.builder.copy_from(first + c, r, c),
-                None => self.builder.set_null(first + c),
-            }
-        }
-        self.builder.finish()
+        Row::concat(
+            &self.prefix_ts,
+            &[(Some(left), self.left), (right, self.right)],
+        )
     }
 }
 

@@ -23,11 +23,77 @@ use weir_engine::data::{DataType, Field, Row, RowBuilder, Schema, Value};
 use weir_engine::event::Event;
 
 /// The id of an event as text: the id column's value (`""` when there is no id column).
-pub(crate) fn event_id(row: &Row, column: Option<usize>) -> String {
-    match column.map(|c| row.get(c)) {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::Str(s)) => s.into_owned(),
-        Some(v) => v.to_string(),
+pub(crate) fn event_id(row: &Row, column: Option<usize>) -> EventId {
+    let Some(c) = column else {
+        return EventId::default();
+    };
+    if let Some(s) = row.get_str(c) {
+        return EventId::new(s);
+    }
+    match row.get(c) {
+        Value::Null => EventId::default(),
+        v => EventId::new(&v.to_string()),
+    }
+}
+
+/// An event id kept by a rule until its window passes: ids up to [`EventId::INLINE`] bytes
+/// (every id the generators make, UUIDs without dashes) are stored in place, so a counted
+/// event costs no allocation.
+#[derive(Clone, Debug)]
+pub(crate) enum EventId {
+    Inline {
+        len: u8,
+        bytes: [u8; EventId::INLINE],
+    },
+    Heap(Box<str>),
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        EventId::Inline {
+            len: 0,
+            bytes: [0; EventId::INLINE],
+        }
+    }
+}
+
+impl EventId {
+    /// The longest id stored in place.
+    pub const INLINE: usize = 22;
+
+    pub(crate) fn new(s: &str) -> Self {
+        if s.len() <= Self::INLINE {
+            let mut bytes = [0; Self::INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            EventId::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            EventId::Heap(s.into())
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            EventId::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).expect("copied from a str")
+            }
+            EventId::Heap(s) => s,
+        }
+    }
+}
+
+impl serde::Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(EventId::new(&s))
     }
 }
 
@@ -97,5 +163,31 @@ impl AlertBuilder {
         }
         self.builder.set_str(col + 2, &ids);
         Event::new(alert.ts, alert.ts, self.builder.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip_inline_and_on_the_heap() {
+        for s in [
+            "",
+            "p000001",
+            "0123456789abcdef012345",
+            "0123456789abcdef0123456",
+        ] {
+            let id = EventId::new(s);
+            assert_eq!(id.as_str(), s);
+            assert_eq!(
+                matches!(id, EventId::Inline { .. }),
+                s.len() <= EventId::INLINE
+            );
+            let bytes = bincode::serialize(&id).unwrap();
+            let back: EventId = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(back.as_str(), s);
+        }
+        assert_eq!(std::mem::size_of::<EventId>(), 24);
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use weir_engine::data::Row;
 use weir_engine::event::Event;
 
-use super::{event_id, Alert, AlertBuilder};
+use super::{event_id, Alert, AlertBuilder, EventId};
 use crate::expr::Expr;
 use crate::ordered::{KeyState, KeyedProcess};
 
@@ -66,7 +66,7 @@ impl Pattern {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Opened {
     ts: i64,
-    id: String,
+    id: EventId,
 }
 
 /// Per key: the `first` events still waiting, oldest first.

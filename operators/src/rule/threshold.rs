@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use weir_engine::data::{DataType, Row, SchemaRef, Value};
 use weir_engine::event::Event;
 
-use super::{event_id, Alert, AlertBuilder};
+use super::{event_id, Alert, AlertBuilder, EventId};
 use crate::aggregate::ExactSum;
 use crate::expr::Expr;
 use crate::ordered::{cleanup_timer, KeyState, KeyedProcess};
@@ -164,7 +164,7 @@ impl Threshold {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Counted {
     ts: i64,
-    id: String,
+    id: EventId,
     value: f64,
 }
 

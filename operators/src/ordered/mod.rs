@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use hashbrown::HashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
@@ -30,6 +29,9 @@ use weir_engine::stats::JobStats;
 
 use crate::keyed::{KeyExtractor, Routing};
 use crate::timed::{timed_operator, TimedInput, TimedLogic, TimedOutputs};
+
+mod keys;
+use keys::{KeyEntry, KeyTable};
 
 /// What an ordered step keeps per key.
 pub trait KeyState: Clone + Default + Serialize + DeserializeOwned + 'static {
@@ -93,28 +95,28 @@ pub fn cleanup_timer(t: i64, span: i64) -> i64 {
         .saturating_mul(grain)
 }
 
-/// A key's state and its timer.
-///
-/// Timers are lazy: the timer set holds, per key, one entry at or before the timer the process
-/// wants (`registered`); when it fires early, it is moved to the real time. Timers that move
-/// later with every record (a rolling range, a rule's window) then cost a set operation only
-/// when the watermark reaches them, not on every record.
-#[derive(Clone, Serialize, Deserialize)]
-struct KeyEntry<S> {
-    state: S,
-    timer: Option<i64>,
-    #[serde(skip)]
-    registered: Option<i64>,
-}
-
 /// A record waiting for the watermark.
-#[derive(Clone, Serialize, Deserialize)]
 struct Pending {
     ts: i64,
     /// A control record: processed before every keyed record of its event time.
     control: bool,
-    /// The key's [`Row::sort_prefix`], computed once.
+    /// The key's [`Row::sort_prefix`] (0 for control records).
     prefix: u64,
+    rank: u8,
+    side: u8,
+    /// The interned key ([`CONTROL`] for control records).
+    key: u32,
+    row: Row,
+}
+
+/// The key id of control records.
+const CONTROL: u32 = u32::MAX;
+
+/// A waiting record as checkpointed: with its key's bytes.
+#[derive(Clone, Serialize, Deserialize)]
+struct PendingRecord {
+    ts: i64,
+    control: bool,
     rank: u8,
     side: u8,
     key: Row,
@@ -124,11 +126,11 @@ struct Pending {
 /// What a snapshot of one key group holds.
 #[derive(Serialize, Deserialize)]
 struct GroupSnapshot<S> {
-    pending: Vec<Pending>,
+    pending: Vec<PendingRecord>,
     keys: Vec<(Row, KeyEntry<S>)>,
     /// The control state and pending control records, the same in every group of a worker
     /// (every worker sees every control record).
-    control: Option<(Vec<u8>, Vec<Pending>)>,
+    control: Option<(Vec<u8>, Vec<PendingRecord>)>,
 }
 
 /// The state of an ordered keyed step on one worker: records waiting for the watermark, and
@@ -137,13 +139,52 @@ pub struct OrderedState<S> {
     name: String,
     key_groups: KeyGroups,
     pending: Vec<Pending>,
-    keys: HashMap<Row, KeyEntry<S>>,
-    timers: BTreeSet<(i64, Row)>,
+    keys: KeyTable<S>,
+    /// Timers by key id; the keys of one timer are ordered by value when it fires.
+    timers: BTreeSet<(i64, u32)>,
     /// With a control input: its state as of the last control record, and the key groups of
     /// this worker (each snapshot group carries the control state, so any restore finds it).
     control: Option<(Vec<u8>, std::ops::Range<u32>)>,
     /// Restored control state and pending records, for the logic to pick up.
-    restored_control: Option<(Vec<u8>, Vec<Pending>)>,
+    restored_control: Option<(Vec<u8>, Vec<PendingRecord>)>,
+}
+
+impl<S: KeyState> OrderedState<S> {
+    fn record(&self, p: &Pending) -> PendingRecord {
+        let key = match self.keys.get(p.key) {
+            Some(slot) => slot.key.clone(),
+            None => Row::from_values(&[]),
+        };
+        PendingRecord {
+            ts: p.ts,
+            control: p.control,
+            rank: p.rank,
+            side: p.side,
+            key,
+            row: p.row.clone(),
+        }
+    }
+
+    /// Queues a record (a keyed one interns its key).
+    fn push(&mut self, record: PendingRecord) {
+        let (key, prefix) = if record.control {
+            (CONTROL, 0)
+        } else {
+            let id = self.keys.intern(record.key.as_bytes());
+            let slot = self.keys.get_mut(id).expect("just interned");
+            slot.pending += 1;
+            (id, slot.prefix)
+        };
+        self.pending.push(Pending {
+            ts: record.ts,
+            control: record.control,
+            prefix,
+            rank: record.rank,
+            side: record.side,
+            key,
+            row: record.row,
+        });
+    }
 }
 
 impl<S: KeyState> KeyedState for OrderedState<S> {
@@ -155,28 +196,36 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
             control: None,
         };
         if let Some((bytes, owned)) = &self.control {
-            let pending: Vec<Pending> =
-                self.pending.iter().filter(|p| p.control).cloned().collect();
+            let pending: Vec<PendingRecord> = self
+                .pending
+                .iter()
+                .filter(|p| p.control)
+                .map(|p| self.record(p))
+                .collect();
             for g in owned.clone() {
                 groups.entry(KeyGroup(g)).or_insert_with(empty).control =
                     Some((bytes.clone(), pending.clone()));
             }
         }
         for p in self.pending.iter().filter(|p| !p.control) {
-            let group = self.key_groups.group_of(p.key.as_bytes());
+            let record = self.record(p);
+            let group = self.key_groups.group_of(record.key.as_bytes());
             groups
                 .entry(group)
                 .or_insert_with(empty)
                 .pending
-                .push(p.clone());
+                .push(record);
         }
-        for (key, entry) in &self.keys {
-            let group = self.key_groups.group_of(key.as_bytes());
+        for (_, slot) in self.keys.iter() {
+            if slot.entry.state.entries() == 0 && slot.entry.timer.is_none() {
+                continue; // interned only for its waiting records
+            }
+            let group = self.key_groups.group_of(slot.key.as_bytes());
             groups
                 .entry(group)
                 .or_insert_with(empty)
                 .keys
-                .push((key.clone(), entry.clone()));
+                .push((slot.key.clone(), slot.entry.clone()));
         }
         groups
             .into_iter()
@@ -196,13 +245,16 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
         if self.restored_control.is_none() {
             self.restored_control = snapshot.control;
         }
-        self.pending.extend(snapshot.pending);
         for (key, mut entry) in snapshot.keys {
+            let id = self.keys.intern(key.as_bytes());
             if let Some(t) = entry.timer {
-                self.timers.insert((t, key.clone()));
+                self.timers.insert((t, id));
             }
             entry.registered = entry.timer;
-            self.keys.insert(key, entry);
+            self.keys.get_mut(id).expect("just interned").entry = entry;
+        }
+        for record in snapshot.pending {
+            self.push(record);
         }
         Ok(())
     }
@@ -211,7 +263,11 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
         StateStats {
             keys: self.keys.len(),
             entries: self.pending.len()
-                + self.keys.values().map(|e| e.state.entries()).sum::<usize>(),
+                + self
+                    .keys
+                    .iter()
+                    .map(|(_, s)| s.entry.state.entries())
+                    .sum::<usize>(),
         }
     }
 }
@@ -226,6 +282,7 @@ pub struct OrderedLogic<P: KeyedProcess> {
     stats: Arc<JobStats>,
     group: Vec<Row>,
     ready: Vec<Pending>,
+    due: Vec<u32>,
 }
 
 impl<P: KeyedProcess> OrderedLogic<P> {
@@ -242,7 +299,7 @@ impl<P: KeyedProcess> OrderedLogic<P> {
                 name: config.name.clone(),
                 key_groups: config.key_groups,
                 pending: Vec::new(),
-                keys: HashMap::new(),
+                keys: KeyTable::default(),
                 timers: BTreeSet::new(),
                 control,
                 restored_control: None,
@@ -256,59 +313,87 @@ impl<P: KeyedProcess> OrderedLogic<P> {
             stats,
             group: Vec::new(),
             ready: Vec::new(),
+            due: Vec::new(),
         }
     }
 
-    /// After the process touched `key`: re-arms its timer; true when the key can be dropped.
+    /// After the process touched key `id`: re-arms its timer, and drops the key when it holds
+    /// nothing, waits for nothing and has no timer.
     fn settle(
         process: &P,
-        timers: &mut BTreeSet<(i64, Row)>,
-        key: &Row,
-        entry: &mut KeyEntry<P::KeyState>,
-    ) -> bool {
+        timers: &mut BTreeSet<(i64, u32)>,
+        keys: &mut KeyTable<P::KeyState>,
+        id: u32,
+    ) {
+        let slot = keys.get_mut(id).expect("a live key");
+        let entry = &mut slot.entry;
         entry.timer = process.next_timer(&entry.state);
         match entry.timer {
             Some(t) => {
                 if entry.registered.is_none_or(|r| t < r) {
-                    timers.insert((t, key.clone()));
+                    timers.insert((t, id));
                     entry.registered = Some(t);
                 }
-                false
             }
-            // Entries left in the timer set for it are skipped when they come up.
-            None => entry.state.entries() == 0,
+            // Entries left in the timer set for it are skipped when they come up (a reused
+            // id registers its own time: equal entries are one set entry).
+            None => {
+                if entry.state.entries() == 0 && slot.pending == 0 {
+                    keys.remove(id);
+                }
+            }
         }
     }
 
-    /// Fires every timer before `until` (exclusive).
+    /// Fires every timer before `until` (exclusive): the keys of one time in value order.
     fn fire_timers(&mut self, until: i64, out: &mut Vec<Event>) {
-        while let Some((t, _)) = self.state.timers.first() {
-            if *t >= until {
+        while let Some(&(t, _)) = self.state.timers.first() {
+            if t >= until {
                 break;
             }
-            let (t, key) = self.state.timers.pop_first().expect("non-empty");
-            let Some(entry) = self.state.keys.get_mut(&key) else {
-                continue; // the key was dropped
-            };
-            if entry.registered != Some(t) {
-                continue; // superseded by an earlier registration
-            }
-            entry.registered = None;
-            match entry.timer {
-                Some(due) if due > t => {
-                    // Registered early: move it to when it is due.
-                    entry.registered = Some(due);
-                    self.state.timers.insert((due, key));
-                    continue;
+            self.due.clear();
+            while let Some(&(at, id)) = self.state.timers.first() {
+                if at != t {
+                    break;
                 }
-                Some(due) => {
-                    debug_assert_eq!(due, t, "a timer is never registered late");
-                    self.process.on_timer(&key, t, &mut entry.state, out);
-                }
-                None => {}
+                self.state.timers.pop_first();
+                self.due.push(id);
             }
-            if Self::settle(&self.process, &mut self.state.timers, &key, entry) {
-                self.state.keys.remove(&key);
+            let keys = &self.state.keys;
+            self.due.retain(|&id| {
+                // A dropped key, or one superseded by an earlier registration.
+                keys.get(id).is_some_and(|s| s.entry.registered == Some(t))
+            });
+            if self.due.len() > 1 {
+                self.due.sort_unstable_by(|&a, &b| {
+                    let (a, b) = (keys.get(a).expect("live"), keys.get(b).expect("live"));
+                    a.cmp_key(b)
+                });
+            }
+            for i in 0..self.due.len() {
+                let id = self.due[i];
+                let slot = self.state.keys.get_mut(id).expect("live");
+                let entry = &mut slot.entry;
+                entry.registered = None;
+                match entry.timer {
+                    Some(due) if due > t => {
+                        // Registered early: move it to when it is due.
+                        entry.registered = Some(due);
+                        self.state.timers.insert((due, id));
+                        continue;
+                    }
+                    Some(due) => {
+                        debug_assert_eq!(due, t, "a timer is never registered late");
+                        self.process.on_timer(&slot.key, t, &mut entry.state, out);
+                    }
+                    None => {}
+                }
+                Self::settle(
+                    &self.process,
+                    &mut self.state.timers,
+                    &mut self.state.keys,
+                    id,
+                );
             }
         }
     }
@@ -331,20 +416,21 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
                 prefix: 0,
                 rank: 0,
                 side: input as u8,
-                key: Row::from_values(&[]),
+                key: CONTROL,
                 row: event.row,
             });
             return None;
         };
-        let key = extractor.key_bytes(&event.row);
-        let key = Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder");
+        let id = self.state.keys.intern(extractor.key_bytes(&event.row));
+        let slot = self.state.keys.get_mut(id).expect("just interned");
+        slot.pending += 1;
         self.state.pending.push(Pending {
             ts: event.ts,
             control: false,
-            prefix: key.sort_prefix(),
+            prefix: slot.prefix,
             rank: self.process.side_rank(input) as u8,
             side: input as u8,
-            key,
+            key: id,
             row: event.row,
         });
         None
@@ -360,10 +446,19 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
         // epoch); only they are sorted. Keys by value (like windows): output reads naturally.
         let mut pending = std::mem::take(&mut self.ready);
         pending.extend(self.state.pending.extract_if(.., |p| p.ts < until));
+        let keys = &self.state.keys;
         pending.sort_unstable_by(|a, b| {
             (a.ts, !a.control, a.prefix)
                 .cmp(&(b.ts, !b.control, b.prefix))
-                .then_with(|| a.key.cmp_values(&b.key))
+                .then_with(|| {
+                    if a.key == b.key {
+                        return std::cmp::Ordering::Equal;
+                    }
+                    match (keys.get(a.key), keys.get(b.key)) {
+                        (Some(x), Some(y)) => x.key.cmp_values(&y.key),
+                        _ => std::cmp::Ordering::Equal, // control records: no key
+                    }
+                })
                 .then_with(|| (a.rank, a.row.as_bytes()).cmp(&(b.rank, b.row.as_bytes())))
         });
         let mut records = pending.drain(..).peekable();
@@ -382,23 +477,33 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
                 }
                 continue;
             }
-            let (ts, side, key) = (first.ts, first.side, first.key);
+            let (ts, side, id) = (first.ts, first.side, first.key);
             self.group.clear();
             self.group.push(first.row);
-            while let Some(next) = records.next_if(|n| n.ts == ts && n.side == side && n.key == key)
+            while let Some(next) = records.next_if(|n| n.ts == ts && n.side == side && n.key == id)
             {
                 self.group.push(next.row);
             }
-            let entry = self.state.keys.entry_ref(&key).or_insert_with(|| KeyEntry {
-                state: P::KeyState::default(),
-                timer: None,
-                registered: None,
-            });
-            self.process
-                .on_records(&key, ts, side as usize, &self.group, &mut entry.state, out);
-            if Self::settle(&self.process, &mut self.state.timers, &key, entry) {
-                self.state.keys.remove(&key);
-            }
+            let slot = self
+                .state
+                .keys
+                .get_mut(id)
+                .expect("a waiting record's key is live");
+            slot.pending -= self.group.len() as u32;
+            self.process.on_records(
+                &slot.key,
+                ts,
+                side as usize,
+                &self.group,
+                &mut slot.entry.state,
+                out,
+            );
+            Self::settle(
+                &self.process,
+                &mut self.state.timers,
+                &mut self.state.keys,
+                id,
+            );
         }
         drop(records);
         self.ready = pending;
@@ -419,7 +524,9 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
             if let Some((current, _)) = &mut self.state.control {
                 *current = bytes;
             }
-            self.state.pending.extend(pending);
+            for record in pending {
+                self.state.push(record);
+            }
         }
     }
 }
