@@ -4,6 +4,7 @@
 //! Connectors, operators and the job model live in the crates above this one; only this crate
 //! and operator internals touch timely's builder API.
 
+pub mod checkpoint;
 pub mod data;
 pub mod event;
 pub mod failure;
@@ -11,6 +12,7 @@ pub mod keys;
 pub mod runtime;
 pub mod state;
 pub mod stats;
+pub mod store;
 pub mod watermark;
 
 pub use timely;

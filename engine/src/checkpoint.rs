@@ -1,0 +1,484 @@
+//! Durable checkpoints: their layout in a [`Store`], the manifest that completes them, and
+//! finding the one to restore from.
+//!
+//! ```text
+//! <job>/chk-<epoch>/state/<operator>/<group>     operator state of one key group
+//! <job>/chk-<epoch>/sources/<source>/w<worker>   source positions read by one worker
+//! <job>/chk-<epoch>/sinks/<sink>                 a sink's committed position
+//! <job>/chk-<epoch>/done/<participant>@w<worker> "this participant wrote all it had"
+//! <job>/chk-<epoch>/_MANIFEST                    written last: the checkpoint is complete
+//! ```
+//!
+//! Every data file is framed: an 8-byte xxh3 of the payload, then the payload, so a damaged
+//! file is an error naming it, never wrong state. The manifest lists every file with its size;
+//! a checkpoint without a manifest, or whose files do not match it, is skipped (with a log
+//! line) in favour of the one before.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Epoch;
+use crate::keys::KeyGroup;
+use crate::state::{StateBackend, StateError};
+use crate::store::{Store, StoreError};
+
+const MANIFEST: &str = "_MANIFEST";
+
+/// What completes a checkpoint: written after every participant on every worker is done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The job's name.
+    pub job: String,
+    /// The checkpoint epoch.
+    pub epoch: Epoch,
+    /// Wall-clock time it completed, ms since the Unix epoch.
+    pub completed_ms: u64,
+    /// Workers of the run that took it.
+    pub workers: usize,
+    /// Every file of the checkpoint (relative to its directory) and its size.
+    pub files: Vec<(String, u64)>,
+    /// A savepoint's name (kept until deleted, not subject to retention).
+    #[serde(default)]
+    pub savepoint: Option<String>,
+}
+
+/// A participant in checkpoints: an operator, source or sink that writes something at every
+/// checkpoint epoch and marks itself done.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Participant {
+    /// Unique in the job (`step.x`, `source.y`, `sink.z`).
+    pub name: String,
+    /// True when it runs on every worker; false for one on worker 0 only.
+    pub every_worker: bool,
+}
+
+/// A job's checkpoints in a store.
+#[derive(Clone, Debug)]
+pub struct Checkpoints {
+    store: Store,
+    job: String,
+}
+
+fn dir(epoch: Epoch) -> String {
+    format!("chk-{epoch:020}")
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn unframe(bytes: Vec<u8>) -> Option<Vec<u8>> {
+    if bytes.len() < 8 {
+        return None;
+    }
+    let sum = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    (xxhash_rust::xxh3::xxh3_64(&bytes[8..]) == sum).then(|| bytes[8..].to_vec())
+}
+
+impl Checkpoints {
+    /// The checkpoints of `job` in `store`.
+    pub fn new(store: Store, job: &str) -> Self {
+        Checkpoints {
+            store,
+            job: job.to_string(),
+        }
+    }
+
+    /// The store they live in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn path(&self, epoch: Epoch, file: &str) -> String {
+        format!("{}/{}/{file}", self.job, dir(epoch))
+    }
+
+    /// Writes one framed file of checkpoint `epoch`.
+    pub fn write(&self, epoch: Epoch, file: &str, payload: &[u8]) -> Result<(), StoreError> {
+        self.store.put(&self.path(epoch, file), frame(payload))
+    }
+
+    /// Marks `participant` done on `worker` for checkpoint `epoch`.
+    pub fn done(&self, epoch: Epoch, participant: &str, worker: usize) -> Result<(), StoreError> {
+        self.store.put(
+            &self.path(epoch, &format!("done/{participant}@w{worker}")),
+            Vec::new(),
+        )
+    }
+
+    /// Completes checkpoint `epoch` once every participant is done on every worker it runs
+    /// on: writes the manifest, then drops old checkpoints beyond the newest `retain`
+    /// complete ones. `Err` says what is missing (the checkpoint failed).
+    pub fn complete(
+        &self,
+        epoch: Epoch,
+        participants: &[Participant],
+        workers: usize,
+        retain: usize,
+    ) -> Result<Manifest, String> {
+        let prefix = format!("{}/{}", self.job, dir(epoch));
+        let files = self.store.list(&prefix).map_err(|e| e.to_string())?;
+        let files: Vec<(String, u64)> = files
+            .into_iter()
+            .map(|(path, size)| {
+                let relative = path
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&path)
+                    .trim_start_matches('/');
+                (relative.to_string(), size)
+            })
+            .collect();
+        let names: BTreeSet<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+        let mut missing = Vec::new();
+        for p in participants {
+            let on = if p.every_worker { workers } else { 1 };
+            for w in 0..on {
+                let marker = format!("done/{}@w{w}", p.name);
+                if !names.contains(marker.as_str()) {
+                    missing.push(format!("{}@w{w}", p.name));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "checkpoint {epoch} of job `{}` is incomplete: nothing from {}",
+                self.job,
+                missing.join(", ")
+            ));
+        }
+        let manifest = Manifest {
+            job: self.job.clone(),
+            epoch,
+            completed_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            workers,
+            files,
+            savepoint: None,
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+        let written = self
+            .store
+            .put_new(&format!("{prefix}/{MANIFEST}"), bytes)
+            .map_err(|e| e.to_string())?;
+        if !written {
+            return Err(format!(
+                "checkpoint {epoch} of job `{}` already has a manifest",
+                self.job
+            ));
+        }
+        if let Err(e) = self.retain(retain, epoch) {
+            tracing::warn!("old checkpoints of job `{}` not removed: {e}", self.job);
+        }
+        Ok(manifest)
+    }
+
+    /// Epochs of the checkpoint directories present (complete or not), ascending.
+    pub fn epochs(&self) -> Result<Vec<Epoch>, StoreError> {
+        Ok(self
+            .store
+            .list_dirs(&self.job)?
+            .iter()
+            .filter_map(|d| d.strip_prefix("chk-")?.parse().ok())
+            .collect())
+    }
+
+    /// Keeps the newest `retain` complete checkpoints (and anything newer than `current`);
+    /// deletes the rest, complete or abandoned. Savepoints are kept.
+    fn retain(&self, retain: usize, current: Epoch) -> Result<(), StoreError> {
+        let mut complete = 0;
+        for epoch in self.epochs()?.into_iter().rev() {
+            if epoch > current {
+                continue;
+            }
+            let manifest = self.manifest(epoch).ok().flatten();
+            if manifest.as_ref().is_some_and(|m| m.savepoint.is_some()) {
+                continue;
+            }
+            if manifest.is_some() && complete < retain.max(1) {
+                complete += 1;
+                continue;
+            }
+            if manifest.is_none() && complete == 0 {
+                continue; // newer than every complete one: maybe still being written
+            }
+            self.store
+                .delete_all(&format!("{}/{}", self.job, dir(epoch)))?;
+        }
+        Ok(())
+    }
+
+    fn manifest(&self, epoch: Epoch) -> Result<Option<Manifest>, String> {
+        let Some(bytes) = self
+            .store
+            .get(&self.path(epoch, MANIFEST))
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("its manifest is damaged: {e}"))
+    }
+
+    /// Checks checkpoint `epoch` against its manifest.
+    fn verify(&self, epoch: Epoch) -> Result<Manifest, String> {
+        let manifest = self
+            .manifest(epoch)?
+            .ok_or("it has no manifest (incomplete)")?;
+        let prefix = format!("{}/{}", self.job, dir(epoch));
+        let present: std::collections::BTreeMap<String, u64> = self
+            .store
+            .list(&prefix)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(p, s)| {
+                let relative = p.strip_prefix(&prefix).unwrap_or(&p);
+                (relative.trim_start_matches('/').to_string(), s)
+            })
+            .collect();
+        for (file, size) in &manifest.files {
+            match present.get(file) {
+                None => return Err(format!("file {file} is missing")),
+                Some(s) if s != size => {
+                    return Err(format!(
+                        "file {file} has {s} bytes, the manifest says {size}"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The newest complete, intact checkpoint; damaged or partial ones are skipped with a log
+    /// line naming what is wrong.
+    pub fn latest(&self) -> Result<Option<Restore>, StoreError> {
+        for epoch in self.epochs()?.into_iter().rev() {
+            match self.verify(epoch) {
+                Ok(manifest) => {
+                    return Ok(Some(Restore {
+                        checkpoints: self.clone(),
+                        manifest,
+                    }))
+                }
+                Err(why) => tracing::warn!(
+                    "checkpoint {} of job `{}` in {} skipped: {why}",
+                    dir(epoch),
+                    self.job,
+                    self.store.url()
+                ),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checkpoint `epoch`, if complete and intact.
+    pub fn at(&self, epoch: Epoch) -> Result<Restore, String> {
+        let manifest = self.verify(epoch).map_err(|why| {
+            format!(
+                "checkpoint {} of job `{}` cannot be restored: {why}",
+                dir(epoch),
+                self.job
+            )
+        })?;
+        Ok(Restore {
+            checkpoints: self.clone(),
+            manifest,
+        })
+    }
+}
+
+/// A complete checkpoint to restore from.
+#[derive(Clone, Debug)]
+pub struct Restore {
+    checkpoints: Checkpoints,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+impl Restore {
+    /// The checkpoint epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.manifest.epoch
+    }
+
+    /// A file of the checkpoint, checked against its checksum; `None` when it has none.
+    pub fn read(&self, file: &str) -> Result<Option<Vec<u8>>, String> {
+        if !self.manifest.files.iter().any(|(f, _)| f == file) {
+            return Ok(None);
+        }
+        let path = self.checkpoints.path(self.epoch(), file);
+        let bytes = self
+            .checkpoints
+            .store
+            .get(&path)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{path} disappeared from {}", self.checkpoints.store.url()))?;
+        unframe(bytes).map(Some).ok_or_else(|| {
+            format!(
+                "{path} in {} is damaged (checksum mismatch)",
+                self.checkpoints.store.url()
+            )
+        })
+    }
+
+    /// The files of the checkpoint under `prefix`.
+    pub fn files_under(&self, prefix: &str) -> Vec<String> {
+        self.manifest
+            .files
+            .iter()
+            .filter(|(f, _)| f.starts_with(prefix))
+            .map(|(f, _)| f.clone())
+            .collect()
+    }
+}
+
+/// Operator state in durable checkpoints (the [`StateBackend`] of a run with `checkpoint:`).
+pub struct DurableBackend {
+    checkpoints: Checkpoints,
+    restore: Option<Restore>,
+}
+
+impl DurableBackend {
+    /// State written to `checkpoints`, restored from `restore` when given.
+    pub fn new(checkpoints: Checkpoints, restore: Option<Restore>) -> Self {
+        DurableBackend {
+            checkpoints,
+            restore,
+        }
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StateError {
+    StateError::Backend(e.to_string())
+}
+
+impl StateBackend for DurableBackend {
+    fn write(
+        &self,
+        epoch: Epoch,
+        operator: &str,
+        group: KeyGroup,
+        bytes: Vec<u8>,
+    ) -> Result<(), StateError> {
+        self.checkpoints
+            .write(epoch, &format!("state/{operator}/{:05}", group.0), &bytes)
+            .map_err(backend)
+    }
+
+    fn finished(&self, epoch: Epoch, operator: &str, worker: usize) -> Result<(), StateError> {
+        self.checkpoints
+            .done(epoch, &format!("step.{operator}"), worker)
+            .map_err(backend)
+    }
+
+    fn read(&self, operator: &str, group: KeyGroup) -> Result<Option<Vec<u8>>, StateError> {
+        match &self.restore {
+            None => Ok(None),
+            Some(r) => r
+                .read(&format!("state/{operator}/{:05}", group.0))
+                .map_err(backend),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn participants() -> Vec<Participant> {
+        vec![
+            Participant {
+                name: "step.w".into(),
+                every_worker: true,
+            },
+            Participant {
+                name: "sink.out".into(),
+                every_worker: false,
+            },
+        ]
+    }
+
+    fn take(c: &Checkpoints, epoch: Epoch, value: &str) -> Result<Manifest, String> {
+        c.write(epoch, "state/w/00001", value.as_bytes()).unwrap();
+        for w in 0..2 {
+            c.done(epoch, "step.w", w).unwrap();
+        }
+        c.done(epoch, "sink.out", 0).unwrap();
+        c.complete(epoch, &participants(), 2, 2)
+    }
+
+    #[test]
+    fn a_checkpoint_completes_only_when_every_participant_is_done() {
+        let c = Checkpoints::new(Store::open("memory://").unwrap(), "job");
+        c.write(9, "state/w/00001", b"x").unwrap();
+        c.done(9, "step.w", 0).unwrap();
+        let e = c.complete(9, &participants(), 2, 3).unwrap_err();
+        assert!(e.contains("step.w@w1") && e.contains("sink.out@w0"), "{e}");
+        assert!(c.latest().unwrap().is_none());
+        c.done(9, "step.w", 1).unwrap();
+        c.done(9, "sink.out", 0).unwrap();
+        let m = c.complete(9, &participants(), 2, 3).unwrap();
+        assert_eq!(m.epoch, 9);
+        let r = c.latest().unwrap().unwrap();
+        assert_eq!(r.read("state/w/00001").unwrap().unwrap(), b"x");
+        assert_eq!(r.read("state/w/00002").unwrap(), None);
+    }
+
+    #[test]
+    fn old_checkpoints_are_dropped_beyond_the_retained_count() {
+        let c = Checkpoints::new(Store::open("memory://").unwrap(), "job");
+        for e in [9, 19, 29, 39] {
+            take(&c, e, "s").unwrap();
+        }
+        assert_eq!(c.epochs().unwrap(), vec![29, 39]);
+    }
+
+    #[test]
+    fn damaged_and_partial_checkpoints_are_skipped_for_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
+        let c = Checkpoints::new(store.clone(), "job");
+        take(&c, 9, "first").unwrap();
+        take(&c, 19, "second").unwrap();
+        // A later checkpoint without a manifest (the process died while taking it).
+        c.write(29, "state/w/00001", b"partial").unwrap();
+        assert_eq!(c.latest().unwrap().unwrap().epoch(), 19);
+        // The newest complete one truncated: the one before is used.
+        let file = dir
+            .path()
+            .join("job")
+            .join(dir_name(19))
+            .join("state/w/00001");
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() - 2]).unwrap();
+        let r = c.latest().unwrap().unwrap();
+        assert_eq!(r.epoch(), 9);
+        assert_eq!(r.read("state/w/00001").unwrap().unwrap(), b"first");
+        // Same size, different bytes: reading it says which file is damaged.
+        let file = dir
+            .path()
+            .join("job")
+            .join(dir_name(9))
+            .join("state/w/00001");
+        let mut bytes = std::fs::read(&file).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        let e = r.read("state/w/00001").unwrap_err();
+        assert!(e.contains("damaged") && e.contains("state/w/00001"), "{e}");
+        // A manifest that is not JSON.
+        store
+            .put(&format!("job/{}/_MANIFEST", dir_name(9)), b"{".to_vec())
+            .unwrap();
+        assert!(c.latest().unwrap().is_none());
+    }
+
+    fn dir_name(epoch: Epoch) -> String {
+        dir(epoch)
+    }
+}
