@@ -56,6 +56,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 cargo test --workspace --locked --no-fail-fast
 
+step "the hdfs:// checkpoint store (feature hdfs: builds hdfs-native; no NameNode can run here)"
+cargo clippy -p weir-engine --features hdfs --all-targets --locked -- -D warnings
+cargo test -p weir-engine --features hdfs --locked --lib store
+
 step "README run command (embedded default, no servers)"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

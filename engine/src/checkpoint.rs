@@ -110,6 +110,22 @@ impl Checkpoints {
         )
     }
 
+    /// Notes that `participant` on `worker` ended its input in the run that started at
+    /// `run` (its first epoch): it takes no part in that run's later checkpoints.
+    pub fn ended(&self, run: Epoch, participant: &str, worker: usize) -> Result<(), StoreError> {
+        self.store.put(
+            &format!("{}/ended/{run}/{participant}@w{worker}", self.job),
+            Vec::new(),
+        )
+    }
+
+    /// Whether `participant` on `worker` ended its input in run `run`.
+    pub fn has_ended(&self, run: Epoch, participant: &str, worker: usize) -> bool {
+        self.store
+            .get(&format!("{}/ended/{run}/{participant}@w{worker}", self.job))
+            .is_ok_and(|o| o.is_some())
+    }
+
     /// Completes checkpoint `epoch` once every participant is done on every worker it runs
     /// on: writes the manifest, then drops old checkpoints beyond the newest `retain`
     /// complete ones. `Err` says what is missing (the checkpoint failed).

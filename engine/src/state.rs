@@ -160,14 +160,21 @@ impl StateContext {
         self.schedule.next_at_or_after(self.taken_below)
     }
 
-    /// Snapshots `state` as of checkpoint `epoch` (the pending one, now complete).
+    /// A context whose checkpoints start at `epoch` (a run restored from checkpoint
+    /// `epoch - 1`).
+    pub fn starting_at(mut self, epoch: Epoch) -> Self {
+        self.taken_below = epoch;
+        self
+    }
+
+    /// Snapshots `state` as of checkpoint `epoch` (the pending one, now complete). On error
+    /// the checkpoint is not marked finished, and the next one is pending all the same.
     pub fn snapshot(&mut self, epoch: Epoch, state: &impl KeyedState) -> Result<(), StateError> {
+        self.taken_below = epoch + 1;
         for (group, bytes) in state.snapshot_groups()? {
             self.backend.write(epoch, &self.operator, group, bytes)?;
         }
-        self.backend.finished(epoch, &self.operator, self.worker)?;
-        self.taken_below = epoch + 1;
-        Ok(())
+        self.backend.finished(epoch, &self.operator, self.worker)
     }
 }
 

@@ -41,6 +41,16 @@ impl PartitionWatermark {
         }
     }
 
+    /// The highest event time seen (for checkpoints).
+    pub fn max_seen(&self) -> i64 {
+        self.max_ts
+    }
+
+    /// Resumes from a checkpointed [`max_seen`](Self::max_seen).
+    pub fn resume(&mut self, max_seen: i64) {
+        self.max_ts = self.max_ts.max(max_seen);
+    }
+
     /// The watermark: no later record of this partition is expected below it.
     #[inline]
     pub fn current(&self) -> i64 {

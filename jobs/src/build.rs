@@ -1,12 +1,13 @@
 //! From a [`Plan`] to a timely dataflow, on one worker.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use weir_engine::checkpoint::{Checkpoints, DurableBackend, Participant, Restore};
 use weir_engine::event::{Epoch, Event, WATERMARK_MIN};
 use weir_engine::failure::Failures;
 use weir_engine::state::{CheckpointSchedule, StateBackend, StateContext};
@@ -15,11 +16,14 @@ use weir_engine::watermark::{delay_stream, min_watermarks};
 use weir_operators::filter_project::FilterProject;
 use weir_operators::ordered::{ordered, OrderedConfig};
 use weir_operators::sink::{
-    encode_lines, null_sink, write_sorted_lines, LineWriter, SortedJsonFile, StdoutWriter,
+    encode_lines, null_sink, write_sorted_lines, LineWriter, SinkCheckpoints, SortedJsonFile,
+    StdoutWriter,
 };
 use weir_operators::source::file::{plan_splits, JsonLinesReader};
 use weir_operators::source::generator::{GeneratorReader, Pools};
-use weir_operators::source::{source, PartitionReader, Partitions, SourceConfig};
+use weir_operators::source::{
+    source, PartitionReader, Partitions, SourceCheckpoints, SourceConfig,
+};
 use weir_operators::window::{WindowAggregate, WindowConfig};
 
 use crate::plan::{
@@ -35,6 +39,36 @@ pub struct StateSetup {
     pub schedule: CheckpointSchedule,
 }
 
+/// Durable checkpoints of a run: where, when, and what it resumes from.
+#[derive(Clone)]
+pub struct DurableSetup {
+    /// The job's checkpoints.
+    pub checkpoints: Checkpoints,
+    /// Checkpoint epochs.
+    pub schedule: CheckpointSchedule,
+    /// The checkpoint this run resumes from.
+    pub restore: Option<Restore>,
+    /// The first epoch of the run: after every checkpoint already in the store, so that an
+    /// attempt never writes into the directory of an earlier one.
+    pub first_epoch: Epoch,
+    /// Every participant of the dataflow (filled in by the build, the same on every worker).
+    pub participants: Arc<Mutex<BTreeSet<Participant>>>,
+}
+
+impl DurableSetup {
+    /// The first epoch of the run.
+    pub fn first_epoch(&self) -> Epoch {
+        self.first_epoch
+    }
+
+    fn register(&self, name: String, every_worker: bool) {
+        self.participants
+            .lock()
+            .expect("participants lock")
+            .insert(Participant { name, every_worker });
+    }
+}
+
 /// What every worker of a run shares.
 #[derive(Clone)]
 pub struct BuildContext {
@@ -44,6 +78,8 @@ pub struct BuildContext {
     pub failures: Failures,
     /// Keyed state snapshots, when enabled.
     pub state: Option<StateSetup>,
+    /// Durable checkpoints (sources, steps and sinks), when the job has `checkpoint:`.
+    pub durable: Option<DurableSetup>,
     /// Unfinished epochs downstream before sources pause.
     pub max_inflight_epochs: u64,
 }
@@ -55,8 +91,22 @@ impl BuildContext {
             stats,
             failures,
             state: None,
+            durable: None,
             max_inflight_epochs: 8,
         }
+    }
+
+    /// A context whose run takes durable checkpoints (state included).
+    pub fn with_durable(mut self, durable: DurableSetup) -> Self {
+        self.state = Some(StateSetup {
+            backend: Arc::new(DurableBackend::new(
+                durable.checkpoints.clone(),
+                durable.restore.clone(),
+            )),
+            schedule: durable.schedule.clone(),
+        });
+        self.durable = Some(durable);
+        self
     }
 }
 
@@ -196,6 +246,15 @@ pub fn build<'scope>(
             idle_timeout: source_plan.idle_timeout,
             on_error: source_plan.on_error,
             max_inflight_epochs: ctx.max_inflight_epochs,
+            checkpoints: ctx.durable.as_ref().map(|d| {
+                d.register(format!("source.{}", source_plan.name), true);
+                SourceCheckpoints {
+                    checkpoints: d.checkpoints.clone(),
+                    schedule: d.schedule.clone(),
+                    restore: d.restore.clone(),
+                    first_epoch: d.first_epoch,
+                }
+            }),
         };
         let readers = partitions_for(source_plan, &plan.name, worker, peers)?;
         let out = source(
@@ -334,21 +393,42 @@ pub fn build<'scope>(
                 continue;
             }
             SinkOp::File { path, format } if worker == 0 => {
-                let file = SortedJsonFile::create(path)
-                    .map_err(|e| format!("sink `{}`: {e}", sink.name))?;
+                let position = match ctx.durable.as_ref().and_then(|d| d.restore.as_ref()) {
+                    Some(r) => r.read(&format!("sinks/{name}"))?,
+                    None => None,
+                };
+                let file = match position {
+                    Some(p) => SortedJsonFile::resume(path, &p),
+                    None => SortedJsonFile::create(path),
+                }
+                .map_err(|e| format!("sink `{}`: {e}", sink.name))?;
                 (Some(Box::new(file)), *format)
             }
             SinkOp::Stdout { format } if worker == 0 => (Some(Box::new(StdoutWriter)), *format),
             SinkOp::File { format, .. } | SinkOp::Stdout { format } => (None, *format),
+        };
+        // A file sink resumes from checkpoints; stdout cannot take anything back.
+        let checkpoints = match (&sink.op, &ctx.durable) {
+            (SinkOp::File { .. }, Some(d)) => {
+                d.register(name.clone(), false);
+                Some(SinkCheckpoints {
+                    checkpoints: d.checkpoints.clone(),
+                    schedule: d.schedule.clone(),
+                    first_epoch: d.first_epoch(),
+                })
+            }
+            _ => None,
         };
         let lines = encode_lines(input, &name, sink.columns.clone(), format);
         write_sorted_lines(
             lines,
             &name,
             writer,
+            checkpoints,
             ctx.stats.clone(),
             ctx.failures.clone(),
-        );
+        )
+        .probe_with(&probe);
     }
     Ok(probe)
 }
@@ -362,6 +442,10 @@ fn state_context(
     peers: usize,
 ) -> Option<StateContext> {
     ctx.state.as_ref().map(|s| {
+        let first = ctx.durable.as_ref().map_or(0, |d| {
+            d.register(format!("step.{name}"), true);
+            d.first_epoch()
+        });
         StateContext::new(
             name.to_string(),
             s.backend.clone(),
@@ -370,6 +454,7 @@ fn state_context(
             worker,
             peers,
         )
+        .starting_at(first)
     })
 }
 

@@ -9,7 +9,12 @@ use weir_engine::failure::Failures;
 use weir_engine::runtime::{execute, ClusterConfig, RuntimeError};
 use weir_engine::stats::{JobStats, StatsSnapshot};
 
-use crate::build::{build, BuildContext, StateSetup};
+use timely::dataflow::ProbeHandle;
+use weir_engine::checkpoint::{Checkpoints, Participant};
+use weir_engine::state::CheckpointSchedule;
+use weir_engine::store::Store;
+
+use crate::build::{build, BuildContext, DurableSetup, StateSetup};
 use crate::plan::Plan;
 
 /// How to run.
@@ -21,6 +26,162 @@ pub struct RunOptions {
     pub connect_timeout: Duration,
     /// Snapshots of keyed state, when wanted.
     pub state: Option<StateSetup>,
+    /// Durable checkpoints, when wanted (overrides `state`).
+    pub durable: Option<Durable>,
+}
+
+/// Durable checkpoints of a run, and how they are completed.
+#[derive(Clone)]
+pub struct Durable {
+    /// Where and when.
+    pub setup: DurableSetup,
+    /// Complete checkpoints kept.
+    pub retain: usize,
+    /// Consecutive failed checkpoints that fail the job.
+    pub fail_after: Option<u32>,
+}
+
+impl Durable {
+    /// The durable checkpoints of `plan` (its `checkpoint:` section), resuming from
+    /// `restore`: `latest` (the newest intact checkpoint, if any), or a checkpoint's epoch.
+    pub fn for_plan(plan: &Plan, restore: Option<&str>) -> Result<Option<Durable>, String> {
+        let Some(c) = &plan.checkpoint else {
+            return match restore {
+                Some(_) => Err(format!(
+                    "job `{}` has no `checkpoint:` section to restore from",
+                    plan.name
+                )),
+                None => Ok(None),
+            };
+        };
+        let store = Store::open(&c.store).map_err(|e| format!("checkpoint.store: {e}"))?;
+        let checkpoints = Checkpoints::new(store, &plan.name);
+        let restore = match restore {
+            None => None,
+            Some("latest") => {
+                let latest = checkpoints.latest().map_err(|e| e.to_string())?;
+                match &latest {
+                    Some(r) => {
+                        tracing::info!("job `{}` resumes from checkpoint {}", plan.name, r.epoch())
+                    }
+                    None => tracing::info!(
+                        "job `{}` has no checkpoint yet: starting from the beginning",
+                        plan.name
+                    ),
+                }
+                latest
+            }
+            Some(other) => {
+                let epoch = other
+                    .trim_start_matches("chk-")
+                    .parse::<Epoch>()
+                    .map_err(|_| format!("--restore {other}: expected `latest` or a checkpoint (chk-<epoch> or <epoch>)"))?;
+                Some(checkpoints.at(epoch)?)
+            }
+        };
+        let every = (c.interval.as_nanos() / plan.tick.as_nanos().max(1)).max(1) as u64;
+        // Epochs continue after every checkpoint directory present (complete or abandoned).
+        let after = checkpoints
+            .epochs()
+            .map_err(|e| e.to_string())?
+            .last()
+            .map_or(0, |e| e + 1);
+        let first_epoch = after.max(restore.as_ref().map_or(0, |r| r.epoch() + 1));
+        Ok(Some(Durable {
+            setup: DurableSetup {
+                checkpoints,
+                schedule: CheckpointSchedule::Every(every),
+                restore,
+                first_epoch,
+                participants: Default::default(),
+            },
+            retain: c.retain,
+            fail_after: c.fail_after,
+        }))
+    }
+}
+
+/// Completes checkpoints on the first worker: when the whole dataflow has passed a checkpoint
+/// epoch, every participant has written its part, and the manifest can go.
+struct Completer {
+    durable: Durable,
+    next: Option<Epoch>,
+    failed_in_a_row: u32,
+    workers: usize,
+}
+
+impl Completer {
+    fn new(durable: Durable, workers: usize) -> Self {
+        let next = durable
+            .setup
+            .schedule
+            .next_at_or_after(durable.setup.first_epoch());
+        Completer {
+            durable,
+            next,
+            failed_in_a_row: 0,
+            workers,
+        }
+    }
+
+    /// Completes every checkpoint the probe has passed; `Err` when too many failed in a row.
+    fn poll(&mut self, probe: &ProbeHandle<Epoch>) -> Result<(), String> {
+        while let Some(c) = self.next {
+            if probe.less_equal(&c) || probe.done() {
+                // Not there yet; or the run has ended (nothing is checkpointed after the end).
+                return Ok(());
+            }
+            let participants: Vec<Participant> = self
+                .durable
+                .setup
+                .participants
+                .lock()
+                .expect("participants lock")
+                .iter()
+                .cloned()
+                .collect();
+            let checkpoints = &self.durable.setup.checkpoints;
+            let run = self.durable.setup.first_epoch;
+            let input_ended = || {
+                participants
+                    .iter()
+                    .filter(|p| p.name.starts_with("source."))
+                    .any(|p| (0..self.workers).any(|w| checkpoints.has_ended(run, &p.name, w)))
+            };
+            match checkpoints.complete(c, &participants, self.workers, self.durable.retain) {
+                Err(_) if input_ended() => {
+                    // A source has ended its input: the run drains, nothing more is
+                    // checkpointed.
+                    tracing::debug!("checkpoint {c} not taken: input ended");
+                    self.next = None;
+                    return Ok(());
+                }
+                Ok(m) => {
+                    tracing::info!("checkpoint {c} complete ({} files)", m.files.len());
+                    self.failed_in_a_row = 0;
+                }
+                Err(e) => {
+                    self.failed_in_a_row += 1;
+                    tracing::error!(
+                        "checkpoint {c} failed ({} in a row): {e}",
+                        self.failed_in_a_row
+                    );
+                    if self
+                        .durable
+                        .fail_after
+                        .is_some_and(|n| self.failed_in_a_row >= n)
+                    {
+                        return Err(format!(
+                            "{} checkpoints in a row failed; the last: {e}",
+                            self.failed_in_a_row
+                        ));
+                    }
+                }
+            }
+            self.next = self.durable.setup.schedule.next_at_or_after(c + 1);
+        }
+        Ok(())
+    }
 }
 
 impl RunOptions {
@@ -30,6 +191,7 @@ impl RunOptions {
             cluster: ClusterConfig::single(workers),
             connect_timeout: Duration::from_secs(60),
             state: None,
+            durable: None,
         }
     }
 }
@@ -64,10 +226,23 @@ pub fn run(
     let failures = Failures::new();
     let mut ctx = BuildContext::new(stats.clone(), failures.clone());
     ctx.state = options.state.clone();
+    if let Some(d) = &options.durable {
+        ctx = ctx.with_durable(d.setup.clone());
+    }
+    let durable = options.durable.clone();
     let worker_failures = failures.clone();
     let result = execute(&options.cluster, options.connect_timeout, move |worker| {
         let probe = worker.dataflow::<Epoch, _, _>(|scope| build(scope, &plan, &ctx))?;
+        let mut completer = durable
+            .clone()
+            .filter(|_| worker.index() == 0)
+            .map(|d| Completer::new(d, worker.peers()));
         while !probe.done() {
+            if let Some(c) = completer.as_mut() {
+                if let Err(e) = c.poll(&probe) {
+                    worker_failures.report(format!("job `{}`: {e}", plan.name));
+                }
+            }
             if worker_failures.any() {
                 for dataflow in worker.installed_dataflows() {
                     worker.drop_dataflow(dataflow);

@@ -122,6 +122,10 @@ pub struct CheckpointSpec {
     /// Completed checkpoints to keep (default 3).
     #[serde(default)]
     pub retain: Option<usize>,
+    /// Fail the job after this many checkpoints failed in a row (default: never; failures are
+    /// logged and the next checkpoint tries again).
+    #[serde(default)]
+    pub fail_after: Option<u32>,
 }
 
 /// How a source's bad input is handled.

@@ -104,7 +104,11 @@ pub fn timed_operator<'scope, L: TimedLogic>(
         logic.restored();
     }
 
-    builder.build(move |_initial_caps| {
+    builder.build(move |initial_caps| {
+        // Held at the pending checkpoint epoch until the snapshot is written: downstream (and
+        // the probe that completes checkpoints) cannot pass the epoch before this operator's
+        // state for it is durable.
+        let mut hold: Vec<Capability<Epoch>> = initial_caps;
         let mut watermarks = PendingWatermarks::default();
         // Records of epochs after a pending checkpoint wait here until it is taken; the
         // capability is for the late output of the record's input.
@@ -166,12 +170,18 @@ pub fn timed_operator<'scope, L: TimedLogic>(
             let complete = |e: &Epoch| frontiers.iter().all(|f| !f.less_equal(e));
             loop {
                 let next_wm = watermarks.next_epoch().filter(|e| complete(e));
+                // Once the inputs have ended no checkpoint is taken: what waits (watermarks,
+                // stashed records) is processed in epoch order.
                 let checkpoint = state_ctx
                     .as_ref()
                     .and_then(StateContext::pending_checkpoint)
-                    .filter(|c| complete(c));
+                    .filter(|c| running && complete(c));
+                let first_stashed = stash.first_key_value().map(|((e, _), _)| *e);
                 let release_until = match (next_wm, checkpoint) {
-                    (Some(e), c) if c.is_none_or(|c| e <= c) => {
+                    (Some(e), c)
+                        if c.is_none_or(|c| e <= c)
+                            && (running || first_stashed.is_none_or(|s| e <= s)) =>
+                    {
                         let (cap, wm) = watermarks.pop_first().expect("a pending epoch");
                         logic.advance(wm, &mut results_buf);
                         if !results_buf.is_empty() {
@@ -181,16 +191,20 @@ pub fn timed_operator<'scope, L: TimedLogic>(
                         }
                         continue;
                     }
-                    (_, Some(c)) if running => {
+                    (_, Some(c)) => {
                         let ctx = state_ctx.as_mut().expect("a checkpoint implies state");
                         if let Err(e) = ctx.snapshot(c, logic.state()) {
-                            panic!("step `{name}`: checkpoint {c} failed: {e}");
+                            // The checkpoint fails (it will lack this step's mark); the job
+                            // goes on and the next one tries again.
+                            tracing::error!("step `{name}`: checkpoint {c} failed: {e}");
                         }
                         ctx.pending_checkpoint()
                     }
                     // The inputs ended with records still held for a checkpoint that will not
-                    // be taken: release them all.
-                    (_, Some(_)) if !stash.is_empty() => None,
+                    // be taken: release those before the next watermark (all, without one).
+                    (next, None) if !running && !stash.is_empty() => {
+                        next.map(|e| e.saturating_sub(1))
+                    }
                     _ => break,
                 };
                 let fired = watermarks.current();
@@ -211,6 +225,17 @@ pub fn timed_operator<'scope, L: TimedLogic>(
                 if !running && stash.is_empty() && watermarks.next_epoch().is_none() {
                     break;
                 }
+            }
+            let pending = state_ctx
+                .as_ref()
+                .and_then(StateContext::pending_checkpoint)
+                .filter(|_| running);
+            match pending {
+                Some(c) => hold
+                    .iter_mut()
+                    .filter(|cap| *cap.time() < c)
+                    .for_each(|cap| cap.downgrade(&c)),
+                None => hold.clear(),
             }
         }
     });

@@ -86,6 +86,7 @@ fn watermarks(
                 idle_timeout,
                 on_error: OnError::DeadLetter,
                 max_inflight_epochs: 8,
+                checkpoints: None,
             };
             let out = source(
                 scope,

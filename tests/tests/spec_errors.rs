@@ -267,7 +267,41 @@ fn names_and_checkpoint_section() {
         "steps.pay",
         "already the name of a source",
     );
-    assert_error(&format!("name: t\ncheckpoint: {{ interval: 10s, store: /var/lib/weir }}\nsources:{SOURCE}\nsinks:\n{SINK}\n"), "checkpoint.store", "not a store URL");
+    let with = |c: &str| format!("name: t\ncheckpoint: {c}\nsources:{SOURCE}\nsinks:\n{SINK}\n");
+    assert_error(
+        &with("{ interval: 10s, store: \"s4://bucket/x\" }"),
+        "checkpoint.store",
+        "not a store URL",
+    );
+    assert_error(
+        &with("{ interval: 10s, store: \"file://relative\" }"),
+        "checkpoint.store",
+        "file:///absolute/path",
+    );
+    assert_error(
+        &with("{ interval: 0s, store: /var/lib/weir }"),
+        "checkpoint.interval",
+        "",
+    );
+    assert_error(
+        &with("{ interval: 1s, store: /var/lib/weir, retain: 0 }"),
+        "checkpoint.retain",
+        "at least 1",
+    );
+    assert_error(
+        &with("{ interval: 1s, store: /var/lib/weir, fail_after: 0 }"),
+        "checkpoint.fail_after",
+        "at least 1",
+    );
+    let kafka = "name: t\ncheckpoint: { interval: 1s, store: /tmp/ck }\nsources:\n  k: { kind: kafka, brokers: \"127.0.0.1:9092\", topic: t, schema: { ts: timestamp }, event_time: { field: ts } }\nsinks:\n  o: { from: k, kind: stdout }\n";
+    assert_error(kafka, "sources.k", "do not take part in checkpoints yet");
+    // A plain directory is a local store.
+    let plan = weir_jobs::load_spec(&with("{ interval: 1s, store: ckpt }"), &[]).unwrap();
+    let store = plan.checkpoint.unwrap().store;
+    assert!(
+        store.starts_with("file:///") && store.ends_with("/ckpt"),
+        "{store}"
+    );
 }
 
 #[test]

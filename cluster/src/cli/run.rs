@@ -8,7 +8,7 @@ use anyhow::anyhow;
 use weir_engine::runtime::{read_hosts_file, ClusterConfig};
 use weir_engine::stats::JobStats;
 use weir_jobs::replay::split_source_option;
-use weir_jobs::run::{run as run_plan, RunOptions};
+use weir_jobs::run::{run as run_plan, Durable, RunOptions};
 use weir_operators::kafka::{EndMode, StartMode};
 
 use super::progress::Progress;
@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// `<path>.<SUFFIX>`), so a reprocessing run never touches live output.
     #[arg(long, value_name = "SUFFIX")]
     shadow: Option<String>,
+    /// Resume from a checkpoint of the spec's `checkpoint.store`: `latest` (the newest intact
+    /// one; a fresh start when there is none) or `chk-<epoch>`.
+    #[arg(long, value_name = "latest|chk-EPOCH")]
+    restore: Option<String>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -107,10 +111,22 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
 
     let stats = Arc::new(JobStats::default());
     let progress = show.then(|| Progress::start(&plan.name, stats.clone()));
+    let durable = Durable::for_plan(&plan, args.restore.as_deref()).map_err(CliError::Usage)?;
+    if let Some(r) = durable.as_ref().and_then(|d| d.setup.restore.as_ref()) {
+        eprintln!(
+            "resuming job `{}` from checkpoint {} in {}",
+            plan.name,
+            r.epoch(),
+            durable
+                .as_ref()
+                .map_or("", |d| d.setup.checkpoints.store().url())
+        );
+    }
     let options = RunOptions {
         cluster: cluster.clone(),
         connect_timeout: args.connect_timeout,
         state: None,
+        durable,
     };
     let outcome = run_plan(Arc::new(plan), options, stats.clone());
     if let Some(p) = progress {

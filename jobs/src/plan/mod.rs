@@ -68,6 +68,8 @@ pub struct CheckpointPlan {
     pub store: String,
     /// Completed checkpoints kept.
     pub retain: usize,
+    /// Consecutive failed checkpoints that fail the job.
+    pub fail_after: Option<u32>,
 }
 
 /// A source.
@@ -276,15 +278,27 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
     let tick = positive("tick", spec.tick, &mut errors).unwrap_or(Duration::from_millis(100));
     let checkpoint = spec.checkpoint.as_ref().and_then(|c| {
         let interval = positive("checkpoint.interval", Some(c.interval), &mut errors)?;
-        let scheme_ok = ["file://", "hdfs://", "s3://"].iter().any(|s| c.store.starts_with(s));
-        if !scheme_ok {
-            errors.push(SpecError::new("checkpoint.store", format!("`{}` is not a store URL: expected file:///path, hdfs://namenode:port/path or s3://bucket/path", c.store)));
-            return None;
-        }
+        let store = match c.store.split_once("://") {
+            // A plain path is a local directory (relative to where weir runs).
+            None => {
+                let path = std::path::Path::new(&c.store);
+                let path = std::env::current_dir().map(|d| d.join(path)).unwrap_or(path.to_path_buf());
+                format!("file://{}", path.display())
+            }
+            Some(("file", rest)) if rest.starts_with('/') => c.store.clone(),
+            Some(("hdfs" | "viewfs", _)) | Some(("memory", _)) => c.store.clone(),
+            Some(_) => {
+                errors.push(SpecError::new("checkpoint.store", format!("`{}` is not a store URL: expected file:///absolute/path, hdfs://namenode:port/path or a local directory", c.store)));
+                return None;
+            }
+        };
         if c.retain == Some(0) {
             errors.push(SpecError::new("checkpoint.retain", "must keep at least 1 checkpoint"));
         }
-        Some(CheckpointPlan { interval, store: c.store.clone(), retain: c.retain.unwrap_or(3) })
+        if c.fail_after == Some(0) {
+            errors.push(SpecError::new("checkpoint.fail_after", "must be at least 1 (omit it to never fail the job)"));
+        }
+        Some(CheckpointPlan { interval, store, retain: c.retain.unwrap_or(3), fail_after: c.fail_after })
     });
     if spec.sources.is_empty() {
         errors.push(SpecError::new("sources", "a job needs at least one source"));
@@ -299,6 +313,13 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
         check_name("sources", name, &mut errors);
         if let Some(plan) = plan_source(name, s, &mut errors) {
             streams.insert(name.clone(), plan.schema.clone());
+            if checkpoint.is_some() && matches!(plan.input, SourceInput::Kafka(_)) {
+                // Said plainly rather than failing every checkpoint at run time.
+                errors.push(SpecError::new(
+                    format!("sources.{name}"),
+                    "Kafka sources do not take part in checkpoints yet: remove `checkpoint:` (offsets are then committed to the consumer group once sinks have written them)",
+                ));
+            }
             sources.push(plan);
         }
         streams.insert(format!("{name}.dead_letter"), dead_letter_schema());

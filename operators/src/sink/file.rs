@@ -51,6 +51,59 @@ impl SortedJsonFile {
         })
     }
 
+    /// Resumes `path` as it stood at a checkpoint ([`LineWriter::position`]): what was
+    /// written after it (by a run that then died) is cut off.
+    pub fn resume(path: &Path, position: &[u8]) -> Result<Self, String> {
+        let Position {
+            runs,
+            bytes,
+            lines,
+            last,
+        } = bincode::deserialize(position).map_err(|e| {
+            format!(
+                "the checkpointed position of {} is damaged: {e}",
+                path.display()
+            )
+        })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let ts_path = path.with_file_name(format!(".{name}.weir-ts"));
+        let open = |p: &Path, len: u64| -> Result<File, String> {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(|e| format!("cannot resume {}: {e}", p.display()))?;
+            let have = file
+                .metadata()
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .len();
+            if have < len {
+                return Err(format!(
+                    "cannot resume {}: it has {have} bytes, the checkpoint wrote {len}",
+                    p.display()
+                ));
+            }
+            file.set_len(len)
+                .map_err(|e| format!("cannot truncate {}: {e}", p.display()))?;
+            let mut file = file;
+            file.seek(SeekFrom::End(0))
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok(file)
+        };
+        Ok(SortedJsonFile {
+            out: BufWriter::with_capacity(1 << 20, open(path, bytes)?),
+            ts_out: BufWriter::with_capacity(1 << 16, open(&ts_path, lines * 8)?),
+            path: path.to_path_buf(),
+            ts_path,
+            runs,
+            bytes,
+            lines,
+            last,
+        })
+    }
+
     fn io(&self, e: std::io::Error) -> String {
         format!("cannot write {}: {e}", self.path.display())
     }
@@ -125,7 +178,31 @@ impl SortedJsonFile {
     }
 }
 
+/// What a checkpoint keeps of a [`SortedJsonFile`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Position {
+    runs: Vec<(u64, u64)>,
+    bytes: u64,
+    lines: u64,
+    last: Option<Line>,
+}
+
 impl LineWriter for SortedJsonFile {
+    fn position(&mut self) -> Result<Vec<u8>, String> {
+        // Durable before the checkpoint can complete.
+        self.out.flush().map_err(|e| self.io(e))?;
+        self.ts_out.flush().map_err(|e| self.io(e))?;
+        self.out.get_ref().sync_data().map_err(|e| self.io(e))?;
+        self.ts_out.get_ref().sync_data().map_err(|e| self.io(e))?;
+        let position = Position {
+            runs: self.runs.clone(),
+            bytes: self.bytes,
+            lines: self.lines,
+            last: self.last.clone(),
+        };
+        Ok(bincode::serialize(&position).expect("positions serialise"))
+    }
+
     fn write_epoch(&mut self, lines: &[Line]) -> Result<(), String> {
         let Some(first) = lines.first() else {
             return Ok(());
@@ -194,6 +271,27 @@ mod tests {
             vec!["out.jsonl"],
             "no sidecar or temporary file remains"
         );
+    }
+
+    #[test]
+    fn a_resumed_file_drops_what_came_after_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let lines = |v: &[(i64, &str)]| {
+            v.iter()
+                .map(|(t, s)| (*t, s.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let mut sink = SortedJsonFile::create(&path).unwrap();
+        sink.write_epoch(&lines(&[(5, "e")])).unwrap();
+        let position = sink.position().unwrap();
+        sink.write_epoch(&lines(&[(1, "lost")])).unwrap();
+        drop(sink); // the process died
+        let mut sink = SortedJsonFile::resume(&path, &position).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "e\n");
+        sink.write_epoch(&lines(&[(1, "a"), (9, "i")])).unwrap();
+        sink.finish().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a\ne\ni\n");
     }
 
     #[test]

@@ -15,9 +15,11 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
+use weir_engine::checkpoint::Checkpoints;
 use weir_engine::data::{encode_row, TimestampFormat};
 use weir_engine::event::{Epoch, Event};
 use weir_engine::failure::Failures;
+use weir_engine::state::CheckpointSchedule;
 use weir_engine::stats::JobStats;
 
 pub use file::SortedJsonFile;
@@ -58,6 +60,23 @@ pub trait LineWriter: 'static {
     fn write_epoch(&mut self, lines: &[Line]) -> Result<(), String>;
     /// Called once when the input has ended.
     fn finish(&mut self) -> Result<(), String>;
+    /// Makes what was written durable and says where the writer stands, for a checkpoint
+    /// (a writer that cannot resume returns an error).
+    fn position(&mut self) -> Result<Vec<u8>, String> {
+        Err("this sink cannot take part in checkpoints".into())
+    }
+}
+
+/// A sink's part in durable checkpoints: at each checkpoint epoch, once every epoch up to it
+/// is written, the writer's position is stored.
+#[derive(Clone, Debug)]
+pub struct SinkCheckpoints {
+    /// Where checkpoints go.
+    pub checkpoints: Checkpoints,
+    /// Which epochs are checkpoint epochs.
+    pub schedule: CheckpointSchedule,
+    /// The first epoch of this run (after a restored checkpoint).
+    pub first_epoch: Epoch,
 }
 
 /// The progress of a sink: no data, but its frontier passes an epoch only once the sink has
@@ -70,15 +89,27 @@ pub fn write_sorted_lines<'scope>(
     lines: StreamVec<'scope, Epoch, Line>,
     name: &str,
     mut writer: Option<Box<dyn LineWriter>>,
+    checkpoints: Option<SinkCheckpoints>,
     stats: Arc<JobStats>,
     failures: Failures,
 ) -> Done<'scope> {
     let sink_name = name.to_string();
     let mut pending: BTreeMap<Epoch, Vec<Line>> = BTreeMap::new();
+    // The writer's checkpoints, and the next checkpoint epoch.
+    let mut next_checkpoint = checkpoints
+        .as_ref()
+        .filter(|_| writer.is_some())
+        .and_then(|c| c.schedule.next_at_or_after(c.first_epoch));
     lines.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Exchange::new(|_: &Line| 0),
         name,
-        move |_cap, _info| {
+        move |cap, _info| {
+            // Held at the next checkpoint epoch until the writer's position is stored.
+            let mut hold = next_checkpoint.map(|c| {
+                let mut cap = cap;
+                cap.downgrade(&c);
+                cap
+            });
             move |(input, frontier), _output| {
                 input.for_each_stamp(|cap, data| {
                     if let Some(&epoch) = cap.least() {
@@ -89,7 +120,42 @@ pub fn write_sorted_lines<'scope>(
                     }
                 });
                 let Some(out) = writer.as_mut() else { return };
-                while let Some(entry) = pending.first_entry() {
+                loop {
+                    let next = pending.first_key_value().map(|(e, _)| *e);
+                    // A checkpoint epoch the frontier passed, with every epoch up to it
+                    // written: store the position before writing anything later.
+                    if let Some(c) = next_checkpoint
+                        .filter(|c| !frontier.less_equal(c) && next.is_none_or(|e| e > *c))
+                    {
+                        if frontier.is_empty() {
+                            // The input ended: no checkpoints after the end.
+                            next_checkpoint = None;
+                            hold = None;
+                            continue;
+                        }
+                        {
+                            let cps = checkpoints.as_ref().expect("a checkpoint epoch");
+                            let stored = out.position().and_then(|position| {
+                                let file = format!("sinks/{sink_name}");
+                                cps.checkpoints
+                                    .write(c, &file, &position)
+                                    .and_then(|()| cps.checkpoints.done(c, &sink_name, 0))
+                                    .map_err(|e| e.to_string())
+                            });
+                            if let Err(e) = stored {
+                                tracing::error!("{sink_name}: checkpoint {c} failed: {e}");
+                            }
+                        }
+                        next_checkpoint = cps_next(&checkpoints, c);
+                        match (next_checkpoint, hold.as_mut()) {
+                            (Some(n), Some(cap)) => cap.downgrade(&n),
+                            _ => hold = None,
+                        }
+                        continue;
+                    }
+                    let Some(entry) = pending.first_entry() else {
+                        break;
+                    };
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
@@ -103,6 +169,7 @@ pub fn write_sorted_lines<'scope>(
                     }
                 }
                 if frontier.is_empty() {
+                    hold = None;
                     if let Err(e) = out.finish() {
                         failures.report(format!("sink `{sink_name}`: {e}"));
                     }
@@ -111,6 +178,13 @@ pub fn write_sorted_lines<'scope>(
             }
         },
     )
+}
+
+/// The checkpoint after `c`.
+fn cps_next(checkpoints: &Option<SinkCheckpoints>, c: Epoch) -> Option<Epoch> {
+    checkpoints
+        .as_ref()
+        .and_then(|cps| cps.schedule.next_at_or_after(c + 1))
 }
 
 /// Writes lines to standard output.

@@ -162,6 +162,41 @@ impl PartitionReader for JsonLinesReader {
         &self.location
     }
 
+    fn position(&self) -> Option<Vec<u8>> {
+        // The byte offset of the next line, or where the split starts before the first read.
+        let next = if self.file.is_some() && !self.skip_partial {
+            self.buf_offset + self.cursor as u64
+        } else {
+            self.split.start
+        };
+        Some(next.to_le_bytes().to_vec())
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<(), String> {
+        let at = position
+            .try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| "a file position is 8 bytes".to_string())?;
+        if at < self.split.start || at > self.split.end.max(self.split.start) + (1 << 40) {
+            return Err(format!("position {at} is outside the split"));
+        }
+        if at == self.split.start {
+            return Ok(()); // nothing read yet
+        }
+        // `at` starts a line (a checkpoint is taken between lines).
+        let mut file = File::open(&self.split.path).map_err(|e| format!("cannot open: {e}"))?;
+        file.seek(SeekFrom::Start(at))
+            .map_err(|e| format!("cannot seek to {at}: {e}"))?;
+        self.buf_offset = at;
+        self.buf = vec![0; BUFFER];
+        self.cursor = 0;
+        self.filled = 0;
+        self.eof = false;
+        self.skip_partial = false;
+        self.file = Some(file);
+        Ok(())
+    }
+
     fn read(&mut self, max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String> {
         if self.file.is_none() {
             if self.split.start >= self.split.end {

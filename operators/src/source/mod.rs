@@ -13,7 +13,7 @@
 pub mod file;
 pub mod generator;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,11 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use weir_engine::checkpoint::{Checkpoints, Restore};
 use weir_engine::data::Row;
 use weir_engine::event::{dead_letter_event, Epoch, Event, WATERMARK_END};
 use weir_engine::failure::Failures;
+use weir_engine::state::CheckpointSchedule;
 use weir_engine::stats::JobStats;
 use weir_engine::watermark::{GlobalWatermark, LocalWatermark, PartitionWatermark};
 
@@ -162,6 +164,16 @@ pub trait PartitionReader {
     fn epoch_closed(&mut self, _epoch: Epoch) {}
     /// Every operator downstream has finished `epoch` and the sinks have made it durable.
     fn epoch_done(&mut self, _epoch: Epoch) {}
+    /// Where the reader stands (the next record it will read), for checkpoints; `None` for a
+    /// reader that cannot resume.
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Resumes at a [`position`](Self::position) of an earlier run, before the first read.
+    fn seek(&mut self, position: &[u8]) -> Result<(), String> {
+        let _ = position;
+        Err("this source cannot resume from a checkpoint".into())
+    }
 }
 
 /// Partitions that appear while a source runs (new Kafka partitions).
@@ -204,6 +216,75 @@ pub struct SourceConfig {
     pub on_error: OnError,
     /// Unfinished epochs downstream before the source pauses.
     pub max_inflight_epochs: u64,
+    /// Durable checkpoints: positions written at checkpoint epochs, resumed on restore.
+    pub checkpoints: Option<SourceCheckpoints>,
+}
+
+/// A source's part in durable checkpoints.
+#[derive(Clone, Debug)]
+pub struct SourceCheckpoints {
+    /// Where checkpoints go.
+    pub checkpoints: Checkpoints,
+    /// Which epochs are checkpoint epochs.
+    pub schedule: CheckpointSchedule,
+    /// The checkpoint this run resumes from.
+    pub restore: Option<Restore>,
+    /// The run's first epoch (after the restored checkpoint and every other in the store).
+    pub first_epoch: Epoch,
+}
+
+/// A partition's checkpointed position: its location, the reader's position and the highest
+/// event time it had seen (its watermark).
+type Position = (String, Vec<u8>, i64);
+
+impl SourceCheckpoints {
+    /// Every position of source `name` in the restored checkpoint, by location.
+    fn restored_positions(&self, name: &str) -> Result<HashMap<String, (Vec<u8>, i64)>, String> {
+        let mut all = HashMap::new();
+        let Some(restore) = &self.restore else {
+            return Ok(all);
+        };
+        for file in restore.files_under(&format!("sources/{name}/")) {
+            let bytes = restore.read(&file)?.unwrap_or_default();
+            let positions: Vec<Position> = bincode::deserialize(&bytes)
+                .map_err(|e| format!("{file} of checkpoint {} is damaged: {e}", restore.epoch()))?;
+            for (location, position, max_seen) in positions {
+                all.insert(location, (position, max_seen));
+            }
+        }
+        Ok(all)
+    }
+
+    /// Writes the positions of `partitions` as of the end of checkpoint epoch `epoch`.
+    fn write(
+        &self,
+        name: &str,
+        worker: usize,
+        epoch: Epoch,
+        partitions: &[Partition],
+    ) -> Result<(), String> {
+        let mut positions: Vec<Position> = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let position = p.reader.position().ok_or_else(|| {
+                format!(
+                    "partition {} cannot report its position",
+                    p.reader.location()
+                )
+            })?;
+            positions.push((
+                p.reader.location().to_string(),
+                position,
+                p.watermark.max_seen(),
+            ));
+        }
+        let bytes = bincode::serialize(&positions).expect("positions serialise");
+        self.checkpoints
+            .write(epoch, &format!("sources/{name}/w{worker:05}"), &bytes)
+            .map_err(|e| e.to_string())?;
+        self.checkpoints
+            .done(epoch, &format!("source.{name}"), worker)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The streams of one source.
@@ -281,10 +362,36 @@ pub fn source<'scope>(
         .into_iter()
         .map(|r| new_partition(r, &waker))
         .collect();
+    // Resume where the restored checkpoint left each partition.
+    let restored = match &config.checkpoints {
+        Some(c) => c.restored_positions(&config.name).unwrap_or_else(|e| {
+            failures.report(format!("source `{}` cannot restore: {e}", config.name));
+            HashMap::new()
+        }),
+        None => HashMap::new(),
+    };
+    let resume = move |p: &mut Partition, failures: &Failures, name: &str| {
+        if let Some((position, max_seen)) = restored.get(p.reader.location()) {
+            if let Err(e) = p.reader.seek(position) {
+                failures.report(format!(
+                    "source `{name}`, {}: cannot resume from the checkpoint: {e}",
+                    p.reader.location()
+                ));
+            }
+            p.watermark.resume(*max_seen);
+        }
+    };
+    for p in partitions.iter_mut() {
+        resume(p, &failures, &config.name);
+    }
+    let first_epoch = config.checkpoints.as_ref().map_or(0, |c| c.first_epoch);
 
-    builder.build_reschedule(move |initial| {
+    builder.build_reschedule(move |mut initial| {
+        let mut epoch: Epoch = first_epoch;
+        for cap in initial.iter_mut() {
+            cap.downgrade(&epoch);
+        }
         let mut caps: Option<Vec<Capability<Epoch>>> = Some(initial);
-        let mut epoch: Epoch = 0;
         let mut epoch_started = Instant::now();
         let mut reported = i64::MIN;
         let mut reported_idle = false;
@@ -316,7 +423,9 @@ pub fn source<'scope>(
             };
             if let Some(d) = discovery.as_mut() {
                 for reader in d.poll() {
-                    partitions.push(new_partition(reader, &waker));
+                    let mut p = new_partition(reader, &waker);
+                    resume(&mut p, &failures, &config.name);
+                    partitions.push(p);
                 }
             }
             let now = Instant::now();
@@ -428,6 +537,14 @@ pub fn source<'scope>(
                 wm_out.activate().session(&held[2]).give(report);
             }
             if ended {
+                if let Some(c) = &config.checkpoints {
+                    // Later checkpoints of this run go without this source: they are not
+                    // taken (the input has ended).
+                    let participant = format!("source.{}", config.name);
+                    if let Err(e) = c.checkpoints.ended(c.first_epoch, &participant, worker as usize) {
+                        tracing::warn!("source `{}`: {e}", config.name);
+                    }
+                }
                 partitions.iter_mut().for_each(|p| p.reader.epoch_closed(epoch));
                 closed.push_back(epoch);
                 caps = None;
@@ -436,6 +553,15 @@ pub fn source<'scope>(
             }
             if now.duration_since(epoch_started) >= config.tick {
                 partitions.iter_mut().for_each(|p| p.reader.epoch_closed(epoch));
+                if let Some(c) = &config.checkpoints {
+                    if c.schedule.next_at_or_after(epoch) == Some(epoch) {
+                        // Positions as of the end of the checkpoint epoch, before the
+                        // capability moves past it.
+                        if let Err(e) = c.write(&config.name, worker as usize, epoch, &partitions) {
+                            tracing::error!("source `{}`: checkpoint {epoch} failed: {e}", config.name);
+                        }
+                    }
+                }
                 closed.push_back(epoch);
                 epoch += 1;
                 epoch_started = now;

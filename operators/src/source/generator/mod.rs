@@ -231,6 +231,19 @@ impl PartitionReader for GeneratorReader {
         &self.location
     }
 
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(self.next.to_le_bytes().to_vec())
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<(), String> {
+        let next = position
+            .try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| "a generator position is 8 bytes".to_string())?;
+        self.next = next;
+        Ok(())
+    }
+
     fn read(&mut self, max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String> {
         let config = self.generator.config.clone();
         let step = config.partitions.max(1) as u64;

@@ -1,0 +1,206 @@
+//! Durable checkpoints end to end: the `weir` binary killed with SIGKILL at random moments and
+//! restarted with `--restore latest` (at changing worker counts) writes exactly the files of a
+//! run that never failed; damaged checkpoints are skipped for the one before.
+
+mod common;
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::{run, stderr, weir};
+
+/// A windowed aggregate and a fraud rule over generated payments, paced to last 10 s,
+/// checkpointing every 200 ms into `store/`.
+fn job(dir: &Path) -> std::path::PathBuf {
+    let spec = r#"
+name: crash-test
+tick: 50ms
+checkpoint: { interval: 200ms, store: store, retain: 3 }
+sources:
+  payments:
+    kind: generator
+    stream: payments
+    events: 100000
+    rate: 10000
+    partitions: 4
+    seed: 11
+    malformed: 0.01
+    event_time: { max_out_of_orderness: 1s }
+steps:
+  per_user: { from: payments, key: user_id, window: { kind: tumbling, size: 10s }, aggregates: { n: "count(*)", total: "sum(amount)" } }
+  bursts: { from: payments, rule: { key: user_id, count_over: 20s, threshold: 3, id: payment_id } }
+sinks:
+  per_user: { from: per_user, kind: file, path: out/per_user.jsonl }
+  alerts: { from: bursts, kind: file, path: out/alerts.jsonl }
+  bad: { from: payments.dead_letter, kind: file, path: out/bad.jsonl }
+"#;
+    let path = dir.join("job.yaml");
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+fn outputs(dir: &Path) -> Vec<(String, String)> {
+    ["per_user", "alerts", "bad"]
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(dir.join(format!("out/{n}.jsonl")))
+                .unwrap_or_else(|e| panic!("out/{n}.jsonl: {e}"));
+            (n.to_string(), text)
+        })
+        .collect()
+}
+
+fn spawn(dir: &Path, workers: usize, restore: bool) -> Child {
+    let mut args = vec!["run".to_string(), "job.yaml".into(), "--workers".into()];
+    args.push(workers.to_string());
+    if restore {
+        args.extend(["--restore".into(), "latest".into()]);
+    }
+    weir()
+        .args(&args)
+        .current_dir(dir)
+        .spawn()
+        .expect("spawn weir")
+}
+
+/// A small deterministic random sequence (the test must not depend on a crate for it).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn killed_ten_times_and_restored_the_outputs_equal_a_run_without_failure() {
+    let reference = tempfile::tempdir().unwrap();
+    job(reference.path());
+    let out = run(&["run", "job.yaml", "--workers", "2"], reference.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = outputs(reference.path());
+    assert!(expected.iter().all(|(_, text)| !text.is_empty()));
+
+    let dir = tempfile::tempdir().unwrap();
+    job(dir.path());
+    let mut rng = Lcg(7);
+    let mut resumed = Vec::new();
+    for kill in 0..10 {
+        let workers = 1 + rng.next(3) as usize;
+        let mut child = spawn(dir.path(), workers, kill > 0);
+        // Kill at a random moment of the run (the debug binary starts in ~0.2 s).
+        std::thread::sleep(Duration::from_millis(300 + rng.next(900)));
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        if let Some(line) = err.lines().find(|l| l.contains("resuming job")) {
+            resumed.push(line.to_string());
+        }
+        assert!(!err.contains("ERROR"), "kill {kill}: {err}");
+        assert!(
+            !finished,
+            "run {kill} ended before it was killed: make the job longer"
+        );
+    }
+    let child = spawn(dir.path(), 3, true);
+    let out = common::wait(child, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        resumed.len() >= 5,
+        "most restarts resume from a checkpoint: {resumed:#?}"
+    );
+    for ((name, got), (_, want)) in outputs(dir.path()).iter().zip(&expected) {
+        assert!(
+            got == want,
+            "out/{name}.jsonl differs from the run without failures"
+        );
+    }
+    // Retention: at most `retain` complete checkpoints are left (abandoned ones are dropped
+    // as newer ones complete).
+    let checkpoints: Vec<_> = std::fs::read_dir(dir.path().join("store/crash-test"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("chk-"))
+        .collect();
+    let complete = checkpoints
+        .iter()
+        .filter(|c| {
+            dir.path()
+                .join("store/crash-test")
+                .join(c)
+                .join("_MANIFEST")
+                .exists()
+        })
+        .count();
+    assert!((1..=3).contains(&complete), "{checkpoints:?}");
+}
+
+#[test]
+fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
+    let dir = tempfile::tempdir().unwrap();
+    job(dir.path());
+    let mut child = spawn(dir.path(), 2, false);
+    // Let a few checkpoints complete, then stop it hard.
+    let root = dir.path().join("store/crash-test");
+    let started = Instant::now();
+    let complete = |root: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                    .filter(|n| root.join(n).join("_MANIFEST").exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    while complete(&root).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints completed"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let done = complete(&root);
+    let (older, newest) = (&done[done.len() - 2], &done[done.len() - 1]);
+    // Truncate a state file of the newest complete checkpoint.
+    let state = root.join(newest).join("state/per_user");
+    let file = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .expect("a state file");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+
+    let out = common::wait(spawn(dir.path(), 1, true), Duration::from_secs(120));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("checkpoint {newest} of job `crash-test`"))
+            && err.contains("skipped: file state/per_user/"),
+        "{err}"
+    );
+    let epoch: u64 = older.trim_start_matches("chk-").parse().unwrap();
+    assert!(
+        err.contains(&format!("from checkpoint {epoch} ")),
+        "resumes from the one before: {err}"
+    );
+
+    // A checkpoint that does not exist is an error naming it.
+    let out = run(&["run", "job.yaml", "--restore", "chk-999999"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("it has no manifest"),
+        "{}",
+        stderr(&out)
+    );
+}
