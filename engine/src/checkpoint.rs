@@ -14,13 +14,13 @@
 //! a checkpoint without a manifest, or whose files do not match it, is skipped (with a log
 //! line) in favour of the one before.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::Epoch;
 use crate::keys::KeyGroup;
-use crate::state::{StateBackend, StateError};
+use crate::state::{CheckpointSchedule, StateBackend, StateError};
 use crate::store::{Store, StoreError};
 
 const MANIFEST: &str = "_MANIFEST";
@@ -37,7 +37,7 @@ pub struct Manifest {
     /// Workers of the run that took it.
     pub workers: usize,
     /// Every file of the checkpoint (relative to its directory) and its size.
-    pub files: Vec<(String, u64)>,
+    pub files: BTreeMap<String, u64>,
     /// A savepoint's name (kept until deleted, not subject to retention).
     #[serde(default)]
     pub savepoint: Option<String>,
@@ -51,6 +51,78 @@ pub struct Participant {
     pub name: String,
     /// True when it runs on every worker; false for one on worker 0 only.
     pub every_worker: bool,
+}
+
+/// The names of participants and of their files in a checkpoint, in one place: whoever
+/// writes a file and whoever reads it back agree by construction.
+pub mod names {
+    use crate::keys::KeyGroup;
+
+    /// The participant of keyed step `step`.
+    pub fn step(step: &str) -> String {
+        format!("step.{step}")
+    }
+
+    /// The participant of source `source`.
+    pub fn source(source: &str) -> String {
+        format!("source.{source}")
+    }
+
+    /// The participant of sink `sink`.
+    pub fn sink(sink: &str) -> String {
+        format!("sink.{sink}")
+    }
+
+    /// The state of `step` for one key group.
+    pub fn state_file(step: &str, group: KeyGroup) -> String {
+        format!("state/{step}/{:05}", group.0)
+    }
+
+    /// The files of source `source` (one per worker that read it).
+    pub fn source_dir(source: &str) -> String {
+        format!("sources/{source}/")
+    }
+
+    /// The positions of source `source` read by `worker`.
+    pub fn source_file(source: &str, worker: usize) -> String {
+        format!("{}w{worker:05}", source_dir(source))
+    }
+
+    /// The position of the sink whose participant is `participant`.
+    pub fn sink_file(participant: &str) -> String {
+        format!("sinks/{participant}")
+    }
+}
+
+/// One run's part in a job's checkpoints: what every participant (source, step, sink) needs.
+#[derive(Clone, Debug)]
+pub struct CheckpointRun {
+    /// Where checkpoints go.
+    pub checkpoints: Checkpoints,
+    /// Which epochs are checkpoint epochs.
+    pub schedule: CheckpointSchedule,
+    /// The checkpoint the run resumes from.
+    pub restore: Option<Restore>,
+    /// The run's first epoch: after the restored checkpoint and every other one in the store,
+    /// so that a run never writes into the directory of an earlier attempt.
+    pub first_epoch: Epoch,
+}
+
+impl CheckpointRun {
+    /// The first checkpoint epoch at or after `epoch`.
+    pub fn next_at_or_after(&self, epoch: Epoch) -> Option<Epoch> {
+        self.schedule.next_at_or_after(epoch)
+    }
+
+    /// Whether `epoch` is a checkpoint epoch.
+    pub fn is_checkpoint(&self, epoch: Epoch) -> bool {
+        self.next_at_or_after(epoch) == Some(epoch)
+    }
+
+    /// The run's first checkpoint epoch.
+    pub fn first_checkpoint(&self) -> Option<Epoch> {
+        self.next_at_or_after(self.first_epoch)
+    }
 }
 
 /// A job's checkpoints in a store.
@@ -137,24 +209,13 @@ impl Checkpoints {
         retain: usize,
     ) -> Result<Manifest, String> {
         let prefix = format!("{}/{}", self.job, dir(epoch));
-        let files = self.store.list(&prefix).map_err(|e| e.to_string())?;
-        let files: Vec<(String, u64)> = files
-            .into_iter()
-            .map(|(path, size)| {
-                let relative = path
-                    .strip_prefix(&prefix)
-                    .unwrap_or(&path)
-                    .trim_start_matches('/');
-                (relative.to_string(), size)
-            })
-            .collect();
-        let names: BTreeSet<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+        let files = self.files(epoch).map_err(|e| e.to_string())?;
         let mut missing = Vec::new();
         for p in participants {
             let on = if p.every_worker { workers } else { 1 };
             for w in 0..on {
                 let marker = format!("done/{}@w{w}", p.name);
-                if !names.contains(marker.as_str()) {
+                if !files.contains_key(&marker) {
                     missing.push(format!("{}@w{w}", p.name));
                 }
             }
@@ -241,22 +302,26 @@ impl Checkpoints {
             .map_err(|e| format!("its manifest is damaged: {e}"))
     }
 
-    /// Checks checkpoint `epoch` against its manifest.
-    fn verify(&self, epoch: Epoch) -> Result<Manifest, String> {
-        let manifest = self
-            .manifest(epoch)?
-            .ok_or("it has no manifest (incomplete)")?;
+    /// The files present in checkpoint `epoch`'s directory, relative to it, with their sizes.
+    fn files(&self, epoch: Epoch) -> Result<BTreeMap<String, u64>, StoreError> {
         let prefix = format!("{}/{}", self.job, dir(epoch));
-        let present: std::collections::BTreeMap<String, u64> = self
+        Ok(self
             .store
-            .list(&prefix)
-            .map_err(|e| e.to_string())?
+            .list(&prefix)?
             .into_iter()
             .map(|(p, s)| {
                 let relative = p.strip_prefix(&prefix).unwrap_or(&p);
                 (relative.trim_start_matches('/').to_string(), s)
             })
-            .collect();
+            .collect())
+    }
+
+    /// Checks checkpoint `epoch` against its manifest.
+    fn verify(&self, epoch: Epoch) -> Result<Manifest, String> {
+        let manifest = self
+            .manifest(epoch)?
+            .ok_or("it has no manifest (incomplete)")?;
+        let present = self.files(epoch).map_err(|e| e.to_string())?;
         for (file, size) in &manifest.files {
             match present.get(file) {
                 None => return Err(format!("file {file} is missing")),
@@ -325,7 +390,7 @@ impl Restore {
 
     /// A file of the checkpoint, checked against its checksum; `None` when it has none.
     pub fn read(&self, file: &str) -> Result<Option<Vec<u8>>, String> {
-        if !self.manifest.files.iter().any(|(f, _)| f == file) {
+        if !self.manifest.files.contains_key(file) {
             return Ok(None);
         }
         let path = self.checkpoints.path(self.epoch(), file);
@@ -347,8 +412,8 @@ impl Restore {
     pub fn files_under(&self, prefix: &str) -> Vec<String> {
         self.manifest
             .files
-            .iter()
-            .filter(|(f, _)| f.starts_with(prefix))
+            .range(prefix.to_string()..)
+            .take_while(|(f, _)| f.starts_with(prefix))
             .map(|(f, _)| f.clone())
             .collect()
     }
@@ -383,22 +448,20 @@ impl StateBackend for DurableBackend {
         bytes: Vec<u8>,
     ) -> Result<(), StateError> {
         self.checkpoints
-            .write(epoch, &format!("state/{operator}/{:05}", group.0), &bytes)
+            .write(epoch, &names::state_file(operator, group), &bytes)
             .map_err(backend)
     }
 
     fn finished(&self, epoch: Epoch, operator: &str, worker: usize) -> Result<(), StateError> {
         self.checkpoints
-            .done(epoch, &format!("step.{operator}"), worker)
+            .done(epoch, &names::step(operator), worker)
             .map_err(backend)
     }
 
     fn read(&self, operator: &str, group: KeyGroup) -> Result<Option<Vec<u8>>, StateError> {
         match &self.restore {
             None => Ok(None),
-            Some(r) => r
-                .read(&format!("state/{operator}/{:05}", group.0))
-                .map_err(backend),
+            Some(r) => r.read(&names::state_file(operator, group)).map_err(backend),
         }
     }
 }

@@ -269,17 +269,7 @@ impl Store {
                 }
             })?;
         }
-        if let Some(dir) = self.local_dir(prefix) {
-            // Local disk keeps empty directories: remove them too.
-            let _ = std::fs::remove_dir_all(dir);
-        }
         Ok(())
-    }
-
-    /// The local directory of `prefix`, on a `file://` store.
-    fn local_dir(&self, prefix: &str) -> Option<std::path::PathBuf> {
-        let root = self.url.strip_prefix("file://")?;
-        Some(std::path::Path::new(root).join(prefix))
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
-use weir_engine::checkpoint::{Checkpoints, DurableBackend, Participant, Restore};
+use weir_engine::checkpoint::{names, CheckpointRun, DurableBackend, Participant};
 use weir_engine::event::{Epoch, Event, WATERMARK_MIN};
 use weir_engine::failure::Failures;
 use weir_engine::state::{CheckpointSchedule, StateBackend, StateContext};
@@ -16,14 +16,11 @@ use weir_engine::watermark::{delay_stream, min_watermarks};
 use weir_operators::filter_project::FilterProject;
 use weir_operators::ordered::{ordered, OrderedConfig};
 use weir_operators::sink::{
-    encode_lines, null_sink, write_sorted_lines, LineWriter, SinkCheckpoints, SortedJsonFile,
-    StdoutWriter,
+    encode_lines, null_sink, write_sorted_lines, LineWriter, SortedJsonFile, StdoutWriter,
 };
 use weir_operators::source::file::{plan_splits, JsonLinesReader};
 use weir_operators::source::generator::{GeneratorReader, Pools};
-use weir_operators::source::{
-    source, PartitionReader, Partitions, SourceCheckpoints, SourceConfig,
-};
+use weir_operators::source::{source, PartitionReader, Partitions, SourceConfig};
 use weir_operators::window::{WindowAggregate, WindowConfig};
 
 use crate::plan::{
@@ -39,26 +36,20 @@ pub struct StateSetup {
     pub schedule: CheckpointSchedule,
 }
 
-/// Durable checkpoints of a run: where, when, and what it resumes from.
+/// Durable checkpoints of a run: where, when, what it resumes from, and who takes part.
 #[derive(Clone)]
 pub struct DurableSetup {
-    /// The job's checkpoints.
-    pub checkpoints: Checkpoints,
-    /// Checkpoint epochs.
-    pub schedule: CheckpointSchedule,
-    /// The checkpoint this run resumes from.
-    pub restore: Option<Restore>,
-    /// The first epoch of the run: after every checkpoint already in the store, so that an
-    /// attempt never writes into the directory of an earlier one.
-    pub first_epoch: Epoch,
+    /// The run's checkpoints.
+    pub run: CheckpointRun,
     /// Every participant of the dataflow (filled in by the build, the same on every worker).
     pub participants: Arc<Mutex<BTreeSet<Participant>>>,
 }
 
 impl DurableSetup {
-    /// The first epoch of the run.
-    pub fn first_epoch(&self) -> Epoch {
-        self.first_epoch
+    /// Notes a participant and hands it the run's checkpoints.
+    fn join(&self, name: String, every_worker: bool) -> CheckpointRun {
+        self.register(name, every_worker);
+        self.run.clone()
     }
 
     fn register(&self, name: String, every_worker: bool) {
@@ -100,10 +91,10 @@ impl BuildContext {
     pub fn with_durable(mut self, durable: DurableSetup) -> Self {
         self.state = Some(StateSetup {
             backend: Arc::new(DurableBackend::new(
-                durable.checkpoints.clone(),
-                durable.restore.clone(),
+                durable.run.checkpoints.clone(),
+                durable.run.restore.clone(),
             )),
-            schedule: durable.schedule.clone(),
+            schedule: durable.run.schedule.clone(),
         });
         self.durable = Some(durable);
         self
@@ -246,15 +237,10 @@ pub fn build<'scope>(
             idle_timeout: source_plan.idle_timeout,
             on_error: source_plan.on_error,
             max_inflight_epochs: ctx.max_inflight_epochs,
-            checkpoints: ctx.durable.as_ref().map(|d| {
-                d.register(format!("source.{}", source_plan.name), true);
-                SourceCheckpoints {
-                    checkpoints: d.checkpoints.clone(),
-                    schedule: d.schedule.clone(),
-                    restore: d.restore.clone(),
-                    first_epoch: d.first_epoch,
-                }
-            }),
+            checkpoints: ctx
+                .durable
+                .as_ref()
+                .map(|d| d.join(names::source(&source_plan.name), true)),
         };
         let readers = partitions_for(source_plan, &plan.name, worker, peers)?;
         let out = source(
@@ -380,7 +366,7 @@ pub fn build<'scope>(
             .get(&sink.input)
             .cloned()
             .ok_or_else(|| format!("sink `{}`: input `{}` was not built", sink.name, sink.input))?;
-        let name = format!("sink.{}", sink.name);
+        let name = names::sink(&sink.name);
         // File and stdout sinks gather encoded lines on worker 0, which alone writes.
         let (writer, format): (Option<Box<dyn LineWriter>>, _) = match &sink.op {
             SinkOp::Null => {
@@ -393,8 +379,8 @@ pub fn build<'scope>(
                 continue;
             }
             SinkOp::File { path, format } if worker == 0 => {
-                let position = match ctx.durable.as_ref().and_then(|d| d.restore.as_ref()) {
-                    Some(r) => r.read(&format!("sinks/{name}"))?,
+                let position = match ctx.durable.as_ref().and_then(|d| d.run.restore.as_ref()) {
+                    Some(r) => r.read(&names::sink_file(&name))?,
                     None => None,
                 };
                 let file = match position {
@@ -409,14 +395,7 @@ pub fn build<'scope>(
         };
         // A file sink resumes from checkpoints; stdout cannot take anything back.
         let checkpoints = match (&sink.op, &ctx.durable) {
-            (SinkOp::File { .. }, Some(d)) => {
-                d.register(name.clone(), false);
-                Some(SinkCheckpoints {
-                    checkpoints: d.checkpoints.clone(),
-                    schedule: d.schedule.clone(),
-                    first_epoch: d.first_epoch(),
-                })
-            }
+            (SinkOp::File { .. }, Some(d)) => Some(d.join(name.clone(), false)),
             _ => None,
         };
         let lines = encode_lines(input, &name, sink.columns.clone(), format);
@@ -443,8 +422,8 @@ fn state_context(
 ) -> Option<StateContext> {
     ctx.state.as_ref().map(|s| {
         let first = ctx.durable.as_ref().map_or(0, |d| {
-            d.register(format!("step.{name}"), true);
-            d.first_epoch()
+            d.register(names::step(name), true);
+            d.run.first_epoch
         });
         StateContext::new(
             name.to_string(),

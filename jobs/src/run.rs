@@ -10,7 +10,7 @@ use weir_engine::runtime::{execute, ClusterConfig, RuntimeError};
 use weir_engine::stats::{JobStats, StatsSnapshot};
 
 use timely::dataflow::ProbeHandle;
-use weir_engine::checkpoint::{Checkpoints, Participant};
+use weir_engine::checkpoint::{CheckpointRun, Checkpoints, Participant};
 use weir_engine::state::CheckpointSchedule;
 use weir_engine::store::Store;
 
@@ -60,14 +60,11 @@ impl Durable {
             None => None,
             Some("latest") => {
                 let latest = checkpoints.latest().map_err(|e| e.to_string())?;
-                match &latest {
-                    Some(r) => {
-                        tracing::info!("job `{}` resumes from checkpoint {}", plan.name, r.epoch())
-                    }
-                    None => tracing::info!(
+                if latest.is_none() {
+                    tracing::info!(
                         "job `{}` has no checkpoint yet: starting from the beginning",
                         plan.name
-                    ),
+                    );
                 }
                 latest
             }
@@ -89,10 +86,12 @@ impl Durable {
         let first_epoch = after.max(restore.as_ref().map_or(0, |r| r.epoch() + 1));
         Ok(Some(Durable {
             setup: DurableSetup {
-                checkpoints,
-                schedule: CheckpointSchedule::Every(every),
-                restore,
-                first_epoch,
+                run: CheckpointRun {
+                    checkpoints,
+                    schedule: CheckpointSchedule::Every(every),
+                    restore,
+                    first_epoch,
+                },
                 participants: Default::default(),
             },
             retain: c.retain,
@@ -112,10 +111,7 @@ struct Completer {
 
 impl Completer {
     fn new(durable: Durable, workers: usize) -> Self {
-        let next = durable
-            .setup
-            .schedule
-            .next_at_or_after(durable.setup.first_epoch());
+        let next = durable.setup.run.first_checkpoint();
         Completer {
             durable,
             next,
@@ -140,8 +136,8 @@ impl Completer {
                 .iter()
                 .cloned()
                 .collect();
-            let checkpoints = &self.durable.setup.checkpoints;
-            let run = self.durable.setup.first_epoch;
+            let checkpoints = &self.durable.setup.run.checkpoints;
+            let run = self.durable.setup.run.first_epoch;
             let input_ended = || {
                 participants
                     .iter()
@@ -178,7 +174,7 @@ impl Completer {
                     }
                 }
             }
-            self.next = self.durable.setup.schedule.next_at_or_after(c + 1);
+            self.next = self.durable.setup.run.next_at_or_after(c + 1);
         }
         Ok(())
     }

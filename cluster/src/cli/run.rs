@@ -112,14 +112,14 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     let stats = Arc::new(JobStats::default());
     let progress = show.then(|| Progress::start(&plan.name, stats.clone()));
     let durable = Durable::for_plan(&plan, args.restore.as_deref()).map_err(CliError::Usage)?;
-    if let Some(r) = durable.as_ref().and_then(|d| d.setup.restore.as_ref()) {
+    if let Some(r) = durable.as_ref().and_then(|d| d.setup.run.restore.as_ref()) {
         eprintln!(
             "resuming job `{}` from checkpoint {} in {}",
             plan.name,
             r.epoch(),
             durable
                 .as_ref()
-                .map_or("", |d| d.setup.checkpoints.store().url())
+                .map_or("", |d| d.setup.run.checkpoints.store().url())
         );
     }
     let options = RunOptions {

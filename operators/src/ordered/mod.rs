@@ -165,24 +165,39 @@ impl<S: KeyState> OrderedState<S> {
         }
     }
 
-    /// Queues a record (a keyed one interns its key).
+    /// Queues a restored record.
     fn push(&mut self, record: PendingRecord) {
-        let (key, prefix) = if record.control {
-            (CONTROL, 0)
-        } else {
-            let id = self.keys.intern(record.key.as_bytes());
-            let slot = self.keys.get_mut(id).expect("just interned");
-            slot.pending += 1;
-            (id, slot.prefix)
+        let PendingRecord {
+            ts,
+            control,
+            rank,
+            side,
+            key,
+            row,
+        } = record;
+        self.enqueue(ts, side, rank, (!control).then_some(key.as_bytes()), row);
+    }
+
+    /// Queues a record until the watermark passes it: a keyed one (with its key's encoded
+    /// bytes) interns its key, a control one has none.
+    fn enqueue(&mut self, ts: i64, side: u8, rank: u8, key: Option<&[u8]>, row: Row) {
+        let (key, prefix) = match key {
+            None => (CONTROL, 0),
+            Some(bytes) => {
+                let id = self.keys.intern(bytes);
+                let slot = self.keys.get_mut(id).expect("just interned");
+                slot.pending += 1;
+                (id, slot.prefix)
+            }
         };
         self.pending.push(Pending {
-            ts: record.ts,
-            control: record.control,
+            ts,
+            control: key == CONTROL,
             prefix,
-            rank: record.rank,
-            side: record.side,
+            rank,
+            side,
             key,
-            row: record.row,
+            row,
         });
     }
 }
@@ -408,31 +423,17 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
             self.stats.add_late(1);
             return Some(event);
         }
-        let Some(extractor) = self.extractors.get_mut(input) else {
+        let side = input as u8;
+        match self.extractors.get_mut(input) {
+            Some(extractor) => {
+                let rank = self.process.side_rank(input) as u8;
+                let key = extractor.key_bytes(&event.row);
+                self.state
+                    .enqueue(event.ts, side, rank, Some(key), event.row);
+            }
             // The control input: no key.
-            self.state.pending.push(Pending {
-                ts: event.ts,
-                control: true,
-                prefix: 0,
-                rank: 0,
-                side: input as u8,
-                key: CONTROL,
-                row: event.row,
-            });
-            return None;
-        };
-        let id = self.state.keys.intern(extractor.key_bytes(&event.row));
-        let slot = self.state.keys.get_mut(id).expect("just interned");
-        slot.pending += 1;
-        self.state.pending.push(Pending {
-            ts: event.ts,
-            control: false,
-            prefix: slot.prefix,
-            rank: self.process.side_rank(input) as u8,
-            side: input as u8,
-            key: id,
-            row: event.row,
-        });
+            None => self.state.enqueue(event.ts, side, 0, None, event.row),
+        }
         None
     }
 

@@ -15,11 +15,10 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
-use weir_engine::checkpoint::Checkpoints;
+use weir_engine::checkpoint::{names, CheckpointRun};
 use weir_engine::data::{encode_row, TimestampFormat};
 use weir_engine::event::{Epoch, Event};
 use weir_engine::failure::Failures;
-use weir_engine::state::CheckpointSchedule;
 use weir_engine::stats::JobStats;
 
 pub use file::SortedJsonFile;
@@ -67,18 +66,6 @@ pub trait LineWriter: 'static {
     }
 }
 
-/// A sink's part in durable checkpoints: at each checkpoint epoch, once every epoch up to it
-/// is written, the writer's position is stored.
-#[derive(Clone, Debug)]
-pub struct SinkCheckpoints {
-    /// Where checkpoints go.
-    pub checkpoints: Checkpoints,
-    /// Which epochs are checkpoint epochs.
-    pub schedule: CheckpointSchedule,
-    /// The first epoch of this run (after a restored checkpoint).
-    pub first_epoch: Epoch,
-}
-
 /// The progress of a sink: no data, but its frontier passes an epoch only once the sink has
 /// made that epoch's output durable. Sources watch it (through a probe) for backpressure and
 /// to know which input positions are safe to acknowledge.
@@ -89,7 +76,7 @@ pub fn write_sorted_lines<'scope>(
     lines: StreamVec<'scope, Epoch, Line>,
     name: &str,
     mut writer: Option<Box<dyn LineWriter>>,
-    checkpoints: Option<SinkCheckpoints>,
+    checkpoints: Option<CheckpointRun>,
     stats: Arc<JobStats>,
     failures: Failures,
 ) -> Done<'scope> {
@@ -99,7 +86,7 @@ pub fn write_sorted_lines<'scope>(
     let mut next_checkpoint = checkpoints
         .as_ref()
         .filter(|_| writer.is_some())
-        .and_then(|c| c.schedule.next_at_or_after(c.first_epoch));
+        .and_then(CheckpointRun::first_checkpoint);
     lines.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Exchange::new(|_: &Line| 0),
         name,
@@ -134,19 +121,22 @@ pub fn write_sorted_lines<'scope>(
                             continue;
                         }
                         {
-                            let cps = checkpoints.as_ref().expect("a checkpoint epoch");
+                            let cps = &checkpoints
+                                .as_ref()
+                                .expect("a checkpoint epoch")
+                                .checkpoints;
                             let stored = out.position().and_then(|position| {
-                                let file = format!("sinks/{sink_name}");
-                                cps.checkpoints
-                                    .write(c, &file, &position)
-                                    .and_then(|()| cps.checkpoints.done(c, &sink_name, 0))
+                                cps.write(c, &names::sink_file(&sink_name), &position)
+                                    .and_then(|()| cps.done(c, &sink_name, 0))
                                     .map_err(|e| e.to_string())
                             });
                             if let Err(e) = stored {
                                 tracing::error!("{sink_name}: checkpoint {c} failed: {e}");
                             }
                         }
-                        next_checkpoint = cps_next(&checkpoints, c);
+                        next_checkpoint = checkpoints
+                            .as_ref()
+                            .and_then(|cps| cps.next_at_or_after(c + 1));
                         match (next_checkpoint, hold.as_mut()) {
                             (Some(n), Some(cap)) => cap.downgrade(&n),
                             _ => hold = None,
@@ -178,13 +168,6 @@ pub fn write_sorted_lines<'scope>(
             }
         },
     )
-}
-
-/// The checkpoint after `c`.
-fn cps_next(checkpoints: &Option<SinkCheckpoints>, c: Epoch) -> Option<Epoch> {
-    checkpoints
-        .as_ref()
-        .and_then(|cps| cps.schedule.next_at_or_after(c + 1))
 }
 
 /// Writes lines to standard output.

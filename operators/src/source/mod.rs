@@ -22,11 +22,10 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
-use weir_engine::checkpoint::{Checkpoints, Restore};
+use weir_engine::checkpoint::{names, CheckpointRun};
 use weir_engine::data::Row;
 use weir_engine::event::{dead_letter_event, Epoch, Event, WATERMARK_END};
 use weir_engine::failure::Failures;
-use weir_engine::state::CheckpointSchedule;
 use weir_engine::stats::JobStats;
 use weir_engine::watermark::{GlobalWatermark, LocalWatermark, PartitionWatermark};
 
@@ -217,74 +216,62 @@ pub struct SourceConfig {
     /// Unfinished epochs downstream before the source pauses.
     pub max_inflight_epochs: u64,
     /// Durable checkpoints: positions written at checkpoint epochs, resumed on restore.
-    pub checkpoints: Option<SourceCheckpoints>,
-}
-
-/// A source's part in durable checkpoints.
-#[derive(Clone, Debug)]
-pub struct SourceCheckpoints {
-    /// Where checkpoints go.
-    pub checkpoints: Checkpoints,
-    /// Which epochs are checkpoint epochs.
-    pub schedule: CheckpointSchedule,
-    /// The checkpoint this run resumes from.
-    pub restore: Option<Restore>,
-    /// The run's first epoch (after the restored checkpoint and every other in the store).
-    pub first_epoch: Epoch,
+    pub checkpoints: Option<CheckpointRun>,
 }
 
 /// A partition's checkpointed position: its location, the reader's position and the highest
 /// event time it had seen (its watermark).
 type Position = (String, Vec<u8>, i64);
 
-impl SourceCheckpoints {
-    /// Every position of source `name` in the restored checkpoint, by location.
-    fn restored_positions(&self, name: &str) -> Result<HashMap<String, (Vec<u8>, i64)>, String> {
-        let mut all = HashMap::new();
-        let Some(restore) = &self.restore else {
-            return Ok(all);
-        };
-        for file in restore.files_under(&format!("sources/{name}/")) {
-            let bytes = restore.read(&file)?.unwrap_or_default();
-            let positions: Vec<Position> = bincode::deserialize(&bytes)
-                .map_err(|e| format!("{file} of checkpoint {} is damaged: {e}", restore.epoch()))?;
-            for (location, position, max_seen) in positions {
-                all.insert(location, (position, max_seen));
-            }
+/// Every position of source `name` in the checkpoint `run` resumes from, by location.
+fn restored_positions(
+    run: &CheckpointRun,
+    name: &str,
+) -> Result<HashMap<String, (Vec<u8>, i64)>, String> {
+    let mut all = HashMap::new();
+    let Some(restore) = &run.restore else {
+        return Ok(all);
+    };
+    for file in restore.files_under(&names::source_dir(name)) {
+        let bytes = restore.read(&file)?.unwrap_or_default();
+        let positions: Vec<Position> = bincode::deserialize(&bytes)
+            .map_err(|e| format!("{file} of checkpoint {} is damaged: {e}", restore.epoch()))?;
+        for (location, position, max_seen) in positions {
+            all.insert(location, (position, max_seen));
         }
-        Ok(all)
     }
+    Ok(all)
+}
 
-    /// Writes the positions of `partitions` as of the end of checkpoint epoch `epoch`.
-    fn write(
-        &self,
-        name: &str,
-        worker: usize,
-        epoch: Epoch,
-        partitions: &[Partition],
-    ) -> Result<(), String> {
-        let mut positions: Vec<Position> = Vec::with_capacity(partitions.len());
-        for p in partitions {
-            let position = p.reader.position().ok_or_else(|| {
-                format!(
-                    "partition {} cannot report its position",
-                    p.reader.location()
-                )
-            })?;
-            positions.push((
-                p.reader.location().to_string(),
-                position,
-                p.watermark.max_seen(),
-            ));
-        }
-        let bytes = bincode::serialize(&positions).expect("positions serialise");
-        self.checkpoints
-            .write(epoch, &format!("sources/{name}/w{worker:05}"), &bytes)
-            .map_err(|e| e.to_string())?;
-        self.checkpoints
-            .done(epoch, &format!("source.{name}"), worker)
-            .map_err(|e| e.to_string())
+/// Writes the positions of `partitions` as of the end of checkpoint epoch `epoch`.
+fn write_positions(
+    run: &CheckpointRun,
+    name: &str,
+    worker: usize,
+    epoch: Epoch,
+    partitions: &[Partition],
+) -> Result<(), String> {
+    let mut positions: Vec<Position> = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let position = p.reader.position().ok_or_else(|| {
+            format!(
+                "partition {} cannot report its position",
+                p.reader.location()
+            )
+        })?;
+        positions.push((
+            p.reader.location().to_string(),
+            position,
+            p.watermark.max_seen(),
+        ));
     }
+    let bytes = bincode::serialize(&positions).expect("positions serialise");
+    run.checkpoints
+        .write(epoch, &names::source_file(name, worker), &bytes)
+        .map_err(|e| e.to_string())?;
+    run.checkpoints
+        .done(epoch, &names::source(name), worker)
+        .map_err(|e| e.to_string())
 }
 
 /// The streams of one source.
@@ -364,7 +351,7 @@ pub fn source<'scope>(
         .collect();
     // Resume where the restored checkpoint left each partition.
     let restored = match &config.checkpoints {
-        Some(c) => c.restored_positions(&config.name).unwrap_or_else(|e| {
+        Some(c) => restored_positions(c, &config.name).unwrap_or_else(|e| {
             failures.report(format!("source `{}` cannot restore: {e}", config.name));
             HashMap::new()
         }),
@@ -540,7 +527,7 @@ pub fn source<'scope>(
                 if let Some(c) = &config.checkpoints {
                     // Later checkpoints of this run go without this source: they are not
                     // taken (the input has ended).
-                    let participant = format!("source.{}", config.name);
+                    let participant = names::source(&config.name);
                     if let Err(e) = c.checkpoints.ended(c.first_epoch, &participant, worker as usize) {
                         tracing::warn!("source `{}`: {e}", config.name);
                     }
@@ -554,10 +541,10 @@ pub fn source<'scope>(
             if now.duration_since(epoch_started) >= config.tick {
                 partitions.iter_mut().for_each(|p| p.reader.epoch_closed(epoch));
                 if let Some(c) = &config.checkpoints {
-                    if c.schedule.next_at_or_after(epoch) == Some(epoch) {
+                    if c.is_checkpoint(epoch) {
                         // Positions as of the end of the checkpoint epoch, before the
                         // capability moves past it.
-                        if let Err(e) = c.write(&config.name, worker as usize, epoch, &partitions) {
+                        if let Err(e) = write_positions(c, &config.name, worker as usize, epoch, &partitions) {
                             tracing::error!("source `{}`: checkpoint {epoch} failed: {e}", config.name);
                         }
                     }
