@@ -32,6 +32,8 @@ apt_install() {
 }
 # kcat: an independent Kafka client the tests check weir against.
 command -v kcat >/dev/null 2>&1 || { echo "installing kcat (Debian)"; apt_install kcat; }
+# redis-server (started by the tests on free loopback ports) and redis-cli (reads back).
+{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { echo "installing redis-server (Debian)"; apt_install redis-server redis-tools; }
 # noida-db: a Kafka-protocol broker (PyPI), started by the tests on free loopback ports.
 if [ ! -x "$tools/venv/bin/noida-db" ]; then
   echo "installing noida-db (PyPI) into $tools/venv"
@@ -45,7 +47,7 @@ fi
 WEIR_NOIDA="$("$tools/venv/bin/python" -c 'from importlib.resources import files; print(files("noida_db").joinpath("noida-db"))')"
 chmod +x "$WEIR_NOIDA"
 export WEIR_NOIDA
-echo "kcat: $(command -v kcat); broker: $WEIR_NOIDA"
+echo "kcat: $(command -v kcat); redis: $(command -v redis-server); broker: $WEIR_NOIDA"
 
 step "format"
 cargo fmt --all -- --check

@@ -8,6 +8,7 @@
 //! cargo run --release -p weir-benches -- decode
 //! cargo run --release -p weir-benches -- operators --events 2000000   # rules, rolling, joins
 //! cargo run --release -p weir-benches -- kafka [--brokers HOST:PORT]   # default: starts noida
+//! cargo run --release -p weir-benches -- checkpoints --events 20000000 --workers 2
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use weir_operators::source::generator::{write_jsonl, GeneratorConfig, StreamKind
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod checkpoints;
 mod kafka;
 mod operators;
 
@@ -330,9 +332,23 @@ fn main() -> Result<()> {
         println!();
         kafka::run(events.unwrap_or(1_000_000), &workers, repeat, brokers)?;
     }
-    if !["all", "decode", "generator", "file", "operators", "kafka"].contains(&what) {
+    if what == "all" || what == "checkpoints" {
+        println!();
+        checkpoints::run_all(events.unwrap_or(20_000_000), workers[workers.len() - 1])?;
+    }
+    if ![
+        "all",
+        "decode",
+        "generator",
+        "file",
+        "operators",
+        "kafka",
+        "checkpoints",
+    ]
+    .contains(&what)
+    {
         bail!(
-            "unknown benchmark `{what}`: expected all, decode, generator, file, operators or kafka"
+            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka or checkpoints"
         );
     }
     Ok(())

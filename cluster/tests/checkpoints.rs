@@ -115,10 +115,21 @@ fn killed_ten_times_and_restored_the_outputs_equal_a_run_without_failure() {
         "most restarts resume from a checkpoint: {resumed:#?}"
     );
     for ((name, got), (_, want)) in outputs(dir.path()).iter().zip(&expected) {
-        assert!(
-            got == want,
-            "out/{name}.jsonl differs from the run without failures"
-        );
+        if got != want {
+            let got_lines: std::collections::BTreeSet<&str> = got.lines().collect();
+            let want_lines: std::collections::BTreeSet<&str> = want.lines().collect();
+            let missing: Vec<_> = want_lines.difference(&got_lines).take(5).collect();
+            let extra: Vec<_> = got_lines.difference(&want_lines).take(5).collect();
+            let kept = dir.keep();
+            panic!(
+                "out/{name}.jsonl differs from the run without failures ({} lines, expected {}; \
+                 missing {missing:?}, extra {extra:?}; same set: {}; kept in {})",
+                got.lines().count(),
+                want.lines().count(),
+                got_lines == want_lines,
+                kept.display()
+            );
+        }
     }
     // Retention: at most `retain` complete checkpoints are left (abandoned ones are dropped
     // as newer ones complete).

@@ -7,24 +7,15 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::kafka::{conn, kcat_payments, kcat_read, PARTITIONS, PAYMENTS_SCHEMA};
 use common::{run, stderr, wait, weir};
 use weir_engine::data::time::format_rfc3339;
-use weir_operators::kafka::{create_topic, read_topic, Connection, MessageProducer};
+use weir_operators::kafka::{create_topic, read_topic, MessageProducer};
 use weir_tests::{json_lines, lines, KafkaBroker};
 
 const T0: i64 = 1_767_225_600_000;
-const PARTITIONS: i32 = 4;
-
-fn conn(broker: &KafkaBroker) -> Connection {
-    Connection {
-        brokers: broker.bootstrap(),
-        properties: Default::default(),
-        connect_timeout: Duration::from_secs(20),
-    }
-}
 
 /// Produces `per_partition` records to each partition: id `p{p}-{i}`, event and message time
 /// `T0 + i s + p ms`, so time grows along every partition.
@@ -252,84 +243,6 @@ fn malformed_messages_reach_the_dead_letter_output_with_partition_and_offset() {
     );
 }
 
-/// Writes `events` generated payments to `dir/payments.jsonl` (in order enough that nothing is
-/// late under any partitioning) and produces them with kcat to a 4-partition topic `payments`.
-fn kcat_payments(broker: &KafkaBroker, dir: &Path, events: u64, seed: u64) {
-    let (events, seed) = (events.to_string(), seed.to_string());
-    let gen = run(
-        &[
-            "gen",
-            "--stream",
-            "payments",
-            "--events",
-            &events,
-            "--seed",
-            &seed,
-            "--disorder-ms",
-            "200",
-            "--out",
-            "payments.jsonl",
-        ],
-        dir,
-    );
-    assert!(gen.status.success(), "{}", stderr(&gen));
-    create_topic(
-        &conn(broker),
-        "payments",
-        PARTITIONS,
-        &[("retention.ms", "-1")],
-    )
-    .unwrap();
-    let kcat = Command::new("kcat")
-        .args([
-            "-b",
-            &broker.bootstrap(),
-            "-t",
-            "payments",
-            "-P",
-            "-l",
-            "payments.jsonl",
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("kcat (Debian package kcat) is needed: run scripts/test.sh");
-    assert!(
-        kcat.status.success(),
-        "kcat: {}",
-        String::from_utf8_lossy(&kcat.stderr)
-    );
-}
-
-/// Every message value of `topic`, read with kcat, sorted.
-fn kcat_read(broker: &KafkaBroker, topic: &str) -> Vec<String> {
-    let read = Command::new("kcat")
-        .args([
-            "-b",
-            &broker.bootstrap(),
-            "-t",
-            topic,
-            "-C",
-            "-e",
-            "-q",
-            "-f",
-            "%s\n",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        read.status.success(),
-        "kcat: {}",
-        String::from_utf8_lossy(&read.stderr)
-    );
-    let mut values: Vec<String> = String::from_utf8(read.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    values.sort();
-    values
-}
-
 fn window_job(source: &str, sink: &str) -> String {
     format!(
         r#"
@@ -344,9 +257,6 @@ sinks:
 "#
     )
 }
-
-const PAYMENTS_SCHEMA: &str =
-    "{ payment_id: string, user_id: string, amount: float, currency: string, status: string, merchant: string, ts: timestamp }";
 
 #[test]
 fn kcat_in_filter_and_window_kcat_out_equals_the_same_job_on_the_file() {

@@ -15,6 +15,9 @@
 //! line) in favour of the one before.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +27,9 @@ use crate::state::{CheckpointSchedule, StateBackend, StateError};
 use crate::store::{Store, StoreError};
 
 const MANIFEST: &str = "_MANIFEST";
+
+/// How far after a run's first epoch its final checkpoint lies.
+const FINAL_OFFSET: Epoch = 1 << 40;
 
 /// What completes a checkpoint: written after every participant on every worker is done.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +47,9 @@ pub struct Manifest {
     /// A savepoint's name (kept until deleted, not subject to retention).
     #[serde(default)]
     pub savepoint: Option<String>,
+    /// The lineage of runs the checkpoint belongs to (see [`Checkpoints::with_generation`]).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// A participant in checkpoints: an operator, source or sink that writes something at every
@@ -56,8 +65,6 @@ pub struct Participant {
 /// The names of participants and of their files in a checkpoint, in one place: whoever
 /// writes a file and whoever reads it back agree by construction.
 pub mod names {
-    use crate::keys::KeyGroup;
-
     /// The participant of keyed step `step`.
     pub fn step(step: &str) -> String {
         format!("step.{step}")
@@ -73,9 +80,14 @@ pub mod names {
         format!("sink.{sink}")
     }
 
-    /// The state of `step` for one key group.
-    pub fn state_file(step: &str, group: KeyGroup) -> String {
-        format!("state/{step}/{:05}", group.0)
+    /// The files of `step`'s state (one per worker that held some).
+    pub fn state_dir(step: &str) -> String {
+        format!("state/{step}/")
+    }
+
+    /// The state of `step` held by `worker`: every key group it owns, in one file.
+    pub fn state_file(step: &str, worker: usize) -> String {
+        format!("{}w{worker:05}", state_dir(step))
     }
 
     /// The files of source `source` (one per worker that read it).
@@ -106,12 +118,45 @@ pub struct CheckpointRun {
     /// The run's first epoch: after the restored checkpoint and every other one in the store,
     /// so that a run never writes into the directory of an earlier attempt.
     pub first_epoch: Epoch,
+    /// Which checkpoints are known complete, shared by every participant of the process.
+    pub completion: Arc<Completion>,
+}
+
+/// The newest checkpoint of a run known to be complete. The process that completes
+/// checkpoints records them here; other processes look for the manifest in the store, at
+/// most every [`Completion::LOOK_EVERY`].
+#[derive(Debug, Default)]
+pub struct Completion {
+    /// One past the newest complete checkpoint epoch (0: none yet).
+    newest: AtomicU64,
+    last_look: Mutex<Option<Instant>>,
+}
+
+impl Completion {
+    /// How often the store is asked.
+    pub const LOOK_EVERY: Duration = Duration::from_millis(50);
+
+    fn known(&self, epoch: Epoch) -> bool {
+        self.newest.load(Ordering::Acquire) > epoch
+    }
+
+    /// Records that checkpoint `epoch` is complete.
+    pub fn completed(&self, epoch: Epoch) {
+        self.newest.fetch_max(epoch + 1, Ordering::AcqRel);
+    }
 }
 
 impl CheckpointRun {
     /// The first checkpoint epoch at or after `epoch`.
     pub fn next_at_or_after(&self, epoch: Epoch) -> Option<Epoch> {
         self.schedule.next_at_or_after(epoch)
+    }
+
+    /// The run's final checkpoint: every participant writes what it leaves behind once its
+    /// input has ended, and the run completes it when everything is done. Far after any epoch
+    /// the run reaches by ticking (2^40 ticks), so it sorts after them.
+    pub fn final_checkpoint(&self) -> Epoch {
+        self.first_epoch + FINAL_OFFSET
     }
 
     /// Whether `epoch` is a checkpoint epoch.
@@ -123,6 +168,26 @@ impl CheckpointRun {
     pub fn first_checkpoint(&self) -> Option<Epoch> {
         self.next_at_or_after(self.first_epoch)
     }
+
+    /// Whether checkpoint `epoch`, or a later one, is complete: everything written for it
+    /// (and carried into the later one) is safe to commit to the outside world. Never blocks
+    /// for long: the store is asked at most every [`Completion::LOOK_EVERY`].
+    pub fn is_complete(&self, epoch: Epoch) -> bool {
+        if self.completion.known(epoch) {
+            return true;
+        }
+        {
+            let mut last = self.completion.last_look.lock().expect("completion lock");
+            if last.is_some_and(|t| t.elapsed() < Completion::LOOK_EVERY) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        if let Ok(Some(newest)) = self.checkpoints.newest_manifest_from(epoch) {
+            self.completion.completed(newest);
+        }
+        self.completion.known(epoch)
+    }
 }
 
 /// A job's checkpoints in a store.
@@ -130,6 +195,9 @@ impl CheckpointRun {
 pub struct Checkpoints {
     store: Store,
     job: String,
+    generation: u64,
+    /// A background retention is running.
+    retaining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn dir(epoch: Epoch) -> String {
@@ -157,7 +225,22 @@ impl Checkpoints {
         Checkpoints {
             store,
             job: job.to_string(),
+            generation: 0,
+            retaining: Default::default(),
         }
+    }
+
+    /// Checkpoints of lineage `generation`: a run that starts afresh begins a new lineage (its
+    /// start time, ms); a restored run continues the lineage of its checkpoint. Sinks version
+    /// their writes by it, so that a fresh run's output replaces an older run's.
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The lineage.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The store they live in.
@@ -182,19 +265,27 @@ impl Checkpoints {
         )
     }
 
-    /// Notes that `participant` on `worker` ended its input in the run that started at
-    /// `run` (its first epoch): it takes no part in that run's later checkpoints.
-    pub fn ended(&self, run: Epoch, participant: &str, worker: usize) -> Result<(), StoreError> {
-        self.store.put(
-            &format!("{}/ended/{run}/{participant}@w{worker}", self.job),
-            Vec::new(),
-        )
+    /// Copies `file` of checkpoint `from` into checkpoint `to` and marks `participant` done
+    /// there on `worker`: for a source whose input ended, whose final positions hold for every
+    /// later checkpoint.
+    pub fn carry(
+        &self,
+        from: Epoch,
+        to: Epoch,
+        file: &str,
+        participant: &str,
+        worker: usize,
+    ) -> Result<(), StoreError> {
+        if let Some(bytes) = self.store.get(&self.path(from, file))? {
+            self.store.put(&self.path(to, file), bytes)?;
+        }
+        self.done(to, participant, worker)
     }
 
-    /// Whether `participant` on `worker` ended its input in run `run`.
-    pub fn has_ended(&self, run: Epoch, participant: &str, worker: usize) -> bool {
+    /// Whether `participant` on `worker` is done with checkpoint `epoch`.
+    pub fn is_done(&self, epoch: Epoch, participant: &str, worker: usize) -> bool {
         self.store
-            .get(&format!("{}/ended/{run}/{participant}@w{worker}", self.job))
+            .get(&self.path(epoch, &format!("done/{participant}@w{worker}")))
             .is_ok_and(|o| o.is_some())
     }
 
@@ -236,6 +327,7 @@ impl Checkpoints {
             workers,
             files,
             savepoint: None,
+            generation: self.generation,
         };
         let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
         let written = self
@@ -248,9 +340,7 @@ impl Checkpoints {
                 self.job
             ));
         }
-        if let Err(e) = self.retain(retain, epoch) {
-            tracing::warn!("old checkpoints of job `{}` not removed: {e}", self.job);
-        }
+        self.retain_in_background(retain, epoch);
         Ok(manifest)
     }
 
@@ -262,6 +352,42 @@ impl Checkpoints {
             .iter()
             .filter_map(|d| d.strip_prefix("chk-")?.parse().ok())
             .collect())
+    }
+
+    /// Runs [`Checkpoints::retain`] on a thread of its own (one at a time; a completion that
+    /// finds one running leaves the work to the next), so that deleting old checkpoints never
+    /// holds up the worker that completes them.
+    fn retain_in_background(&self, retain: usize, current: Epoch) {
+        if self.retaining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("weir-retention".into())
+            .spawn(move || {
+                if let Err(e) = this.retain(retain, current) {
+                    tracing::warn!("old checkpoints of job `{}` not removed: {e}", this.job);
+                }
+                this.retaining.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.retaining.store(false, Ordering::Release);
+        }
+    }
+
+    /// Waits until no background retention is running (tests, and the end of a run).
+    pub fn wait_for_retention(&self) {
+        while self.retaining.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Applies retention now, after any background one (the end of a run).
+    pub fn retain_now(&self, retain: usize, current: Epoch) {
+        self.wait_for_retention();
+        if let Err(e) = self.retain(retain, current) {
+            tracing::warn!("old checkpoints of job `{}` not removed: {e}", self.job);
+        }
     }
 
     /// Keeps the newest `retain` complete checkpoints (and anything newer than `current`);
@@ -287,6 +413,19 @@ impl Checkpoints {
                 .delete_all(&format!("{}/{}", self.job, dir(epoch)))?;
         }
         Ok(())
+    }
+
+    /// The newest checkpoint at or after `epoch` that has a manifest.
+    fn newest_manifest_from(&self, epoch: Epoch) -> Result<Option<Epoch>, StoreError> {
+        for e in self.epochs()?.into_iter().rev() {
+            if e < epoch {
+                break;
+            }
+            if self.store.get(&self.path(e, MANIFEST))?.is_some() {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
     }
 
     fn manifest(&self, epoch: Epoch) -> Result<Option<Manifest>, String> {
@@ -419,10 +558,15 @@ impl Restore {
     }
 }
 
-/// Operator state in durable checkpoints (the [`StateBackend`] of a run with `checkpoint:`).
+/// Operator state in durable checkpoints (the [`StateBackend`] of a run with `checkpoint:`):
+/// one file per operator and worker, holding that worker's key groups. A restore at another
+/// worker count reads an operator's files once per process and hands each key group to the
+/// worker that owns it now.
 pub struct DurableBackend {
     checkpoints: Checkpoints,
     restore: Option<Restore>,
+    /// Restored key groups not yet taken, by operator (loaded on first read).
+    restored: Mutex<BTreeMap<String, BTreeMap<u32, Vec<u8>>>>,
 }
 
 impl DurableBackend {
@@ -431,6 +575,7 @@ impl DurableBackend {
         DurableBackend {
             checkpoints,
             restore,
+            restored: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -444,11 +589,13 @@ impl StateBackend for DurableBackend {
         &self,
         epoch: Epoch,
         operator: &str,
-        group: KeyGroup,
-        bytes: Vec<u8>,
+        worker: usize,
+        groups: Vec<(KeyGroup, Vec<u8>)>,
     ) -> Result<(), StateError> {
+        let groups: Vec<(u32, Vec<u8>)> = groups.into_iter().map(|(g, b)| (g.0, b)).collect();
+        let bytes = bincode::serialize(&groups).map_err(backend)?;
         self.checkpoints
-            .write(epoch, &names::state_file(operator, group), &bytes)
+            .write(epoch, &names::state_file(operator, worker), &bytes)
             .map_err(backend)
     }
 
@@ -459,10 +606,23 @@ impl StateBackend for DurableBackend {
     }
 
     fn read(&self, operator: &str, group: KeyGroup) -> Result<Option<Vec<u8>>, StateError> {
-        match &self.restore {
-            None => Ok(None),
-            Some(r) => r.read(&names::state_file(operator, group)).map_err(backend),
+        let Some(restore) = &self.restore else {
+            return Ok(None);
+        };
+        let mut restored = self.restored.lock().expect("restored state lock");
+        if !restored.contains_key(operator) {
+            let mut groups = BTreeMap::new();
+            for file in restore.files_under(&names::state_dir(operator)) {
+                let bytes = restore.read(&file).map_err(backend)?.unwrap_or_default();
+                let held: Vec<(u32, Vec<u8>)> = bincode::deserialize(&bytes)
+                    .map_err(|e| backend(format!("{file} is damaged: {e}")))?;
+                groups.extend(held);
+            }
+            restored.insert(operator.to_string(), groups);
         }
+        Ok(restored
+            .get_mut(operator)
+            .and_then(|groups| groups.remove(&group.0)))
     }
 }
 
@@ -489,7 +649,9 @@ mod tests {
             c.done(epoch, "step.w", w).unwrap();
         }
         c.done(epoch, "sink.out", 0).unwrap();
-        c.complete(epoch, &participants(), 2, 2)
+        let completed = c.complete(epoch, &participants(), 2, 2);
+        c.wait_for_retention();
+        completed
     }
 
     #[test]

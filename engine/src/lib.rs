@@ -5,9 +5,11 @@
 //! and operator internals touch timely's builder API.
 
 pub mod checkpoint;
+pub mod crash;
 pub mod data;
 pub mod event;
 pub mod failure;
+pub mod io;
 pub mod keys;
 pub mod runtime;
 pub mod state;

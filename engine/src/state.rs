@@ -53,13 +53,14 @@ pub trait KeyedState {
 
 /// Where snapshots are stored and restored from.
 pub trait StateBackend: Send + Sync + 'static {
-    /// Stores the state of one key group of `operator` as of checkpoint `epoch`.
+    /// Stores the state of the key groups `worker` holds of `operator` as of checkpoint
+    /// `epoch` (groups without state are left out).
     fn write(
         &self,
         epoch: Epoch,
         operator: &str,
-        group: KeyGroup,
-        bytes: Vec<u8>,
+        worker: usize,
+        groups: Vec<(KeyGroup, Vec<u8>)>,
     ) -> Result<(), StateError>;
     /// Notes that `worker` has written all of `operator`'s state for `epoch`.
     fn finished(&self, epoch: Epoch, operator: &str, worker: usize) -> Result<(), StateError>;
@@ -105,6 +106,8 @@ pub struct StateContext {
     peers: usize,
     /// Checkpoint epochs below this have been taken.
     taken_below: Epoch,
+    /// The run's final checkpoint, taken once the inputs have ended (durable runs).
+    final_checkpoint: Option<Epoch>,
 }
 
 impl std::fmt::Debug for StateContext {
@@ -135,6 +138,7 @@ impl StateContext {
             worker,
             peers,
             taken_below: 0,
+            final_checkpoint: None,
         }
     }
 
@@ -167,13 +171,25 @@ impl StateContext {
         self
     }
 
+    /// A context that also snapshots at `epoch` once its inputs have ended (the run's final
+    /// checkpoint).
+    pub fn with_final_checkpoint(mut self, epoch: Epoch) -> Self {
+        self.final_checkpoint = Some(epoch);
+        self
+    }
+
+    /// The final checkpoint, once: the caller snapshots at it when its inputs have ended.
+    pub fn take_final_checkpoint(&mut self) -> Option<Epoch> {
+        self.final_checkpoint.take()
+    }
+
     /// Snapshots `state` as of checkpoint `epoch` (the pending one, now complete). On error
     /// the checkpoint is not marked finished, and the next one is pending all the same.
     pub fn snapshot(&mut self, epoch: Epoch, state: &impl KeyedState) -> Result<(), StateError> {
         self.taken_below = epoch + 1;
-        for (group, bytes) in state.snapshot_groups()? {
-            self.backend.write(epoch, &self.operator, group, bytes)?;
-        }
+        let groups = state.snapshot_groups()?;
+        self.backend
+            .write(epoch, &self.operator, self.worker, groups)?;
         self.backend.finished(epoch, &self.operator, self.worker)
     }
 }
@@ -258,14 +274,14 @@ impl StateBackend for MemoryBackend {
         &self,
         epoch: Epoch,
         operator: &str,
-        group: KeyGroup,
-        bytes: Vec<u8>,
+        _worker: usize,
+        groups: Vec<(KeyGroup, Vec<u8>)>,
     ) -> Result<(), StateError> {
         let mut snapshots = self.snapshots.lock().expect("lock");
-        snapshots
-            .entry(epoch)
-            .or_default()
-            .insert((operator.to_string(), group), bytes);
+        let snapshot = snapshots.entry(epoch).or_default();
+        for (group, bytes) in groups {
+            snapshot.insert((operator.to_string(), group), bytes);
+        }
         Ok(())
     }
 

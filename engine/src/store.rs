@@ -8,7 +8,9 @@
 //! driven on a small shared tokio runtime, and bounded in time: an unreachable store is an
 //! error after the timeout, never a hang.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use crate::io::block_on_for;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -43,19 +45,6 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("url", &self.url).finish()
     }
-}
-
-/// The runtime that drives store calls (one per process, two threads).
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("weir-store")
-            .enable_all()
-            .build()
-            .expect("the store runtime starts")
-    })
 }
 
 /// The default bound on one store call.
@@ -114,10 +103,10 @@ impl Store {
             return Err("expected hdfs://namenode:port/path".into());
         }
         let scheme = &url[..url.find("://").expect("checked")];
-        let _guard = runtime().enter();
+        let _guard = crate::io::runtime().enter();
         let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
             .with_url(format!("{scheme}://{authority}"))
-            .with_io_runtime(runtime().handle().clone())
+            .with_io_runtime(crate::io::runtime().handle().clone())
             .build()
             .map_err(|e| e.to_string())?;
         Ok((Arc::new(store), Path::from(path)))
@@ -175,12 +164,10 @@ impl Store {
             path: path.to_string(),
             message,
         };
-        runtime().block_on(async {
-            match tokio::time::timeout(self.timeout, future).await {
-                Ok(result) => result.map_err(|e| err(e.to_string())),
-                Err(_) => Err(err(format!("no answer within {:?}", self.timeout))),
-            }
-        })
+        match block_on_for(self.timeout, future) {
+            Some(result) => result.map_err(|e| err(e.to_string())),
+            None => Err(err(format!("no answer within {:?}", self.timeout))),
+        }
     }
 
     /// Writes `bytes` at `path`, atomically, replacing what was there.
@@ -258,8 +245,31 @@ impl Store {
         Ok(names)
     }
 
+    /// The local directory of `prefix` in a `file://` store.
+    fn local_dir(&self, prefix: &str) -> Option<std::path::PathBuf> {
+        let root = self.url.strip_prefix("file://")?;
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() || prefix.split('/').any(|p| p == ".." || p == ".") {
+            return None;
+        }
+        Some(std::path::Path::new(root).join(prefix))
+    }
+
     /// Deletes every object under `prefix`.
     pub fn delete_all(&self, prefix: &str) -> Result<(), StoreError> {
+        if let Some(dir) = self.local_dir(prefix) {
+            // Local disk: one directory removal instead of a listing and a call per file.
+            return match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(StoreError {
+                    url: self.url.clone(),
+                    op: "delete",
+                    path: prefix.to_string(),
+                    message: e.to_string(),
+                }),
+            };
+        }
         for (path, _) in self.list(prefix)? {
             let location = self.path(&path);
             self.call("delete", &path, async {

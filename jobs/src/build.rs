@@ -24,7 +24,7 @@ use weir_operators::source::{source, PartitionReader, Partitions, SourceConfig};
 use weir_operators::window::{WindowAggregate, WindowConfig};
 
 use crate::plan::{
-    KafkaInput, KafkaOutput, KeyedOp, Plan, SinkOp, SourceInput, SourcePlan, StepOp,
+    KafkaInput, KafkaOutput, KeyedOp, Plan, RedisOutput, SinkOp, SourceInput, SourcePlan, StepOp,
 };
 
 /// Where operator state is snapshotted and restored from, and when.
@@ -73,6 +73,9 @@ pub struct BuildContext {
     pub durable: Option<DurableSetup>,
     /// Unfinished epochs downstream before sources pause.
     pub max_inflight_epochs: u64,
+    /// The lineage sinks version their writes by when the run takes no checkpoints (its
+    /// start time, ms); with checkpoints, the checkpoints' lineage.
+    pub generation: u64,
 }
 
 impl BuildContext {
@@ -84,6 +87,9 @@ impl BuildContext {
             state: None,
             durable: None,
             max_inflight_epochs: 8,
+            generation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_millis() as u64),
         }
     }
 
@@ -108,9 +114,10 @@ pub fn partitions_for(
     job: &str,
     worker: usize,
     peers: usize,
+    restore: Option<&CheckpointRun>,
 ) -> Result<Partitions, String> {
     match &source.input {
-        SourceInput::Kafka(k) => kafka_partitions(source, k, job, worker, peers),
+        SourceInput::Kafka(k) => kafka_partitions(source, k, job, worker, peers, restore),
         _ => readers_for(source, worker, peers).map(Partitions::fixed),
     }
 }
@@ -122,8 +129,28 @@ fn kafka_partitions(
     job: &str,
     worker: usize,
     peers: usize,
+    restore: Option<&CheckpointRun>,
 ) -> Result<Partitions, String> {
     use weir_operators::kafka::{open_partitions, Connection, KafkaSourceConfig};
+    // A restored run assigns each partition at its checkpointed offset directly (rather than
+    // seeking after the assignment, which librdkafka may apply after fetching has started).
+    let mut resume = std::collections::BTreeMap::new();
+    if let Some(run) = restore {
+        let positions = weir_operators::source::restored_positions(run, &source.name)
+            .map_err(|e| format!("source `{}` cannot restore: {e}", source.name))?;
+        for (location, (position, _)) in positions {
+            let partition = location
+                .strip_prefix(&format!("{}[", k.topic))
+                .and_then(|p| p.strip_suffix(']'))
+                .and_then(|p| p.parse::<i32>().ok());
+            let offset = <[u8; 8]>::try_from(position.as_slice()).map(i64::from_le_bytes);
+            if let (Some(p), Ok(o)) = (partition, offset) {
+                if o >= 0 {
+                    resume.insert(p, o);
+                }
+            }
+        }
+    }
     let config = KafkaSourceConfig {
         name: source.name.clone(),
         connection: Connection {
@@ -143,6 +170,7 @@ fn kafka_partitions(
         ts_column: source.ts_column,
         metadata: k.metadata,
         debezium: source.debezium,
+        resume,
     };
     open_partitions(&config, worker, peers).map_err(|e| format!("source `{}`: {e}", source.name))
 }
@@ -154,6 +182,7 @@ fn kafka_partitions(
     _: &str,
     _: usize,
     _: usize,
+    _: Option<&CheckpointRun>,
 ) -> Result<Partitions, String> {
     Err(format!(
         "source `{}`: this weir was built without Kafka support (cargo feature `kafka`)",
@@ -242,7 +271,12 @@ pub fn build<'scope>(
                 .as_ref()
                 .map(|d| d.join(names::source(&source_plan.name), true)),
         };
-        let readers = partitions_for(source_plan, &plan.name, worker, peers)?;
+        let restore = ctx
+            .durable
+            .as_ref()
+            .map(|d| &d.run)
+            .filter(|r| r.restore.is_some());
+        let readers = partitions_for(source_plan, &plan.name, worker, peers, restore)?;
         let out = source(
             scope,
             config,
@@ -361,6 +395,7 @@ pub fn build<'scope>(
         }
     }
 
+    let mut committers = kafka_committers(plan, ctx, worker, scope.peers())?;
     for sink in &plan.sinks {
         let (input, _) = streams
             .get(&sink.input)
@@ -374,7 +409,21 @@ pub fn build<'scope>(
                 continue;
             }
             SinkOp::Kafka(k) => {
-                kafka_sink_for(input, &sink.name, &sink.columns, k, &plan.name, ctx)?
+                let committer = committers.remove(&sink.name);
+                kafka_sink_for(
+                    input,
+                    &sink.name,
+                    &sink.columns,
+                    k,
+                    &plan.name,
+                    committer,
+                    ctx,
+                )?
+                .probe_with(&probe);
+                continue;
+            }
+            SinkOp::Redis(r) => {
+                redis_sink_for(input, &sink.name, &sink.columns, r, &plan.name, worker, ctx)?
                     .probe_with(&probe);
                 continue;
             }
@@ -385,6 +434,9 @@ pub fn build<'scope>(
                 };
                 let file = match position {
                     Some(p) => SortedJsonFile::resume(path, &p),
+                    None if ctx.durable.is_some() => {
+                        SortedJsonFile::create(path).map(SortedJsonFile::checkpointed)
+                    }
                     None => SortedJsonFile::create(path),
                 }
                 .map_err(|e| format!("sink `{}`: {e}", sink.name))?;
@@ -421,20 +473,103 @@ fn state_context(
     peers: usize,
 ) -> Option<StateContext> {
     ctx.state.as_ref().map(|s| {
-        let first = ctx.durable.as_ref().map_or(0, |d| {
-            d.register(names::step(name), true);
-            d.run.first_epoch
-        });
-        StateContext::new(
+        let context = StateContext::new(
             name.to_string(),
             s.backend.clone(),
             s.schedule.clone(),
             plan.key_groups,
             worker,
             peers,
-        )
-        .starting_at(first)
+        );
+        match &ctx.durable {
+            Some(d) => {
+                d.register(names::step(name), true);
+                context
+                    .starting_at(d.run.first_epoch)
+                    .with_final_checkpoint(d.run.final_checkpoint())
+            }
+            None => context,
+        }
     })
+}
+
+#[cfg(feature = "kafka")]
+type Committer = weir_operators::kafka::KafkaCommitter;
+#[cfg(not(feature = "kafka"))]
+type Committer = ();
+
+#[cfg(feature = "kafka")]
+fn kafka_sink_config(
+    name: &str,
+    columns: &[String],
+    k: &KafkaOutput,
+    job: &str,
+) -> weir_operators::kafka::KafkaSinkConfig {
+    use weir_operators::kafka::{Connection, KafkaSinkConfig};
+    KafkaSinkConfig {
+        name: name.to_string(),
+        job: job.to_string(),
+        connection: Connection {
+            brokers: k.brokers.clone(),
+            properties: k.properties.clone(),
+            connect_timeout: std::time::Duration::from_secs(30),
+        },
+        topic: k.topic.clone(),
+        key: k.key.clone(),
+        columns: columns.to_vec(),
+        format: k.format,
+        partitions: k.partitions,
+        delivery: k.delivery,
+        commit_topic: k.commit_topic.clone(),
+    }
+}
+
+/// The committers of the Kafka sinks that commit per checkpoint. After a restore, every
+/// earlier worker this one stands in for is fenced, for every sink, before any sink recovers:
+/// a transaction left open by the crash would otherwise hold up the readers of commit records.
+#[cfg(feature = "kafka")]
+fn kafka_committers(
+    plan: &Plan,
+    ctx: &BuildContext,
+    worker: usize,
+    peers: usize,
+) -> Result<HashMap<String, Committer>, String> {
+    use weir_operators::kafka::{Delivery, KafkaCommitter};
+    let mut committers = HashMap::new();
+    let Some(durable) = &ctx.durable else {
+        return Ok(committers);
+    };
+    let before = durable
+        .run
+        .restore
+        .as_ref()
+        .map_or(0, |r| r.manifest.workers);
+    for sink in &plan.sinks {
+        let SinkOp::Kafka(k) = &sink.op else { continue };
+        if k.delivery == Delivery::AtLeastOnce {
+            continue;
+        }
+        let config = kafka_sink_config(&sink.name, &sink.columns, k, &plan.name);
+        let committer = KafkaCommitter::new(config, worker)
+            .map_err(|e| format!("sink `{}`: {e}", sink.name))?;
+        for owner in (0..before).filter(|o| o % peers == worker) {
+            committer
+                .fence(owner)
+                .map_err(|e| format!("sink `{}`: {e}", sink.name))?;
+        }
+        committers.insert(sink.name.clone(), committer);
+    }
+    Ok(committers)
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_committers(
+    _: &Plan,
+    _: &BuildContext,
+    _: usize,
+    _: usize,
+) -> Result<HashMap<String, Committer>, String> {
+    Ok(HashMap::new())
 }
 
 #[cfg(feature = "kafka")]
@@ -444,26 +579,32 @@ fn kafka_sink_for<'scope>(
     columns: &[String],
     k: &KafkaOutput,
     job: &str,
+    committer: Option<Committer>,
     ctx: &BuildContext,
 ) -> Result<weir_operators::sink::Done<'scope>, String> {
-    use std::time::Duration;
-    use weir_operators::kafka::{kafka_sink, Connection, KafkaSinkConfig};
-    let config = KafkaSinkConfig {
-        name: name.to_string(),
-        job: job.to_string(),
-        connection: Connection {
-            brokers: k.brokers.clone(),
-            properties: k.properties.clone(),
-            connect_timeout: Duration::from_secs(30),
-        },
-        topic: k.topic.clone(),
-        key: k.key.clone(),
-        columns: columns.to_vec(),
-        format: k.format,
-        partitions: k.partitions,
-    };
-    kafka_sink(input, config, ctx.stats.clone(), ctx.failures.clone())
-        .map_err(|e| format!("sink `{name}`: {e}"))
+    use weir_operators::kafka::kafka_sink;
+    use weir_operators::sink::two_phase_sink;
+    match (committer, &ctx.durable) {
+        (Some(committer), Some(d)) => {
+            let participant = names::sink(name);
+            let run = d.join(participant.clone(), true);
+            Ok(two_phase_sink(
+                input,
+                &participant,
+                committer,
+                Some(run),
+                ctx.stats.clone(),
+                ctx.failures.clone(),
+            ))
+        }
+        _ => kafka_sink(
+            input,
+            kafka_sink_config(name, columns, k, job),
+            ctx.stats.clone(),
+            ctx.failures.clone(),
+        )
+        .map_err(|e| format!("sink `{name}`: {e}")),
+    }
 }
 
 #[cfg(not(feature = "kafka"))]
@@ -473,9 +614,70 @@ fn kafka_sink_for<'scope>(
     _: &[String],
     _: &KafkaOutput,
     _: &str,
+    _: Option<Committer>,
     _: &BuildContext,
 ) -> Result<weir_operators::sink::Done<'scope>, String> {
     Err(format!(
         "sink `{name}`: this weir was built without Kafka support (cargo feature `kafka`)"
+    ))
+}
+
+#[cfg(feature = "redis")]
+fn redis_sink_for<'scope>(
+    input: StreamVec<'scope, Epoch, Event>,
+    name: &str,
+    columns: &[String],
+    r: &RedisOutput,
+    job: &str,
+    worker: usize,
+    ctx: &BuildContext,
+) -> Result<weir_operators::sink::Done<'scope>, String> {
+    use weir_operators::redis::{RedisCommitter, RedisSinkConfig};
+    use weir_operators::sink::two_phase_sink;
+    let config = RedisSinkConfig {
+        name: name.to_string(),
+        job: job.to_string(),
+        url: r.url.clone(),
+        mode: r.mode,
+        key: r.key.clone(),
+        columns: columns.to_vec(),
+        format: r.format,
+        ttl: r.ttl,
+        member: r.member.clone(),
+        score: r.score.clone(),
+        value: r.value.clone(),
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let participant = names::sink(name);
+    let run = ctx
+        .durable
+        .as_ref()
+        .map(|d| d.join(participant.clone(), true));
+    let generation = run
+        .as_ref()
+        .map_or(ctx.generation, |r| r.checkpoints.generation());
+    let committer = RedisCommitter::new(config, worker, generation)?;
+    Ok(two_phase_sink(
+        input,
+        &participant,
+        committer,
+        run,
+        ctx.stats.clone(),
+        ctx.failures.clone(),
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_sink_for<'scope>(
+    _: StreamVec<'scope, Epoch, Event>,
+    name: &str,
+    _: &[String],
+    _: &RedisOutput,
+    _: &str,
+    _: usize,
+    _: &BuildContext,
+) -> Result<weir_operators::sink::Done<'scope>, String> {
+    Err(format!(
+        "sink `{name}`: this weir was built without Redis support (cargo feature `redis`)"
     ))
 }

@@ -194,6 +194,7 @@ impl fmt::Display for Plan {
                         .map(|e| format!(", key {e}"))
                         .unwrap_or_default()
                 ),
+                SinkOp::Redis(r) => format!("redis {:?} keys `{}` on {}", r.mode, r.key, r.url),
             };
             writeln!(f, "  {:<20} ← {}: {what}", s.name, s.input)?;
         }

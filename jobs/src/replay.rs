@@ -55,7 +55,7 @@ impl Plan {
     }
 
     /// Redirects every sink to its shadow: Kafka topic `<topic>.<suffix>`, file
-    /// `<path>.<suffix>`. Stdout and blackhole sinks are left as they are.
+    /// `<path>.<suffix>`, Redis keys `<suffix>:<key>`. Stdout and blackhole sinks are left as they are.
     pub fn shadow(&mut self, suffix: &str) -> Result<(), String> {
         if suffix.is_empty()
             || !suffix
@@ -74,6 +74,7 @@ impl Plan {
                     *path = PathBuf::from(p);
                 }
                 SinkOp::Kafka(k) => k.topic = format!("{}.{suffix}", k.topic),
+                SinkOp::Redis(r) => r.key = r.key.prefixed(&format!("{suffix}:")),
                 SinkOp::Stdout { .. } | SinkOp::Null => {}
             }
         }

@@ -10,7 +10,7 @@ use weir_engine::runtime::{execute, ClusterConfig, RuntimeError};
 use weir_engine::stats::{JobStats, StatsSnapshot};
 
 use timely::dataflow::ProbeHandle;
-use weir_engine::checkpoint::{CheckpointRun, Checkpoints, Participant};
+use weir_engine::checkpoint::{names, CheckpointRun, Checkpoints, Participant};
 use weir_engine::state::CheckpointSchedule;
 use weir_engine::store::Store;
 
@@ -76,6 +76,13 @@ impl Durable {
                 Some(checkpoints.at(epoch)?)
             }
         };
+        let generation = match restore.as_ref().map(|r| r.manifest.generation) {
+            Some(g) if g > 0 => g,
+            _ => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_millis() as u64),
+        };
+        let checkpoints = checkpoints.with_generation(generation);
         let every = (c.interval.as_nanos() / plan.tick.as_nanos().max(1)).max(1) as u64;
         // Epochs continue after every checkpoint directory present (complete or abandoned).
         let after = checkpoints
@@ -91,6 +98,7 @@ impl Durable {
                     schedule: CheckpointSchedule::Every(every),
                     restore,
                     first_epoch,
+                    completion: Default::default(),
                 },
                 participants: Default::default(),
             },
@@ -107,6 +115,7 @@ struct Completer {
     next: Option<Epoch>,
     failed_in_a_row: u32,
     workers: usize,
+    finished: bool,
 }
 
 impl Completer {
@@ -117,7 +126,41 @@ impl Completer {
             next,
             failed_in_a_row: 0,
             workers,
+            finished: false,
         }
+    }
+
+    /// Completes the run's final checkpoint once the whole dataflow is done: every
+    /// participant has written what it leaves behind, and sinks commit their last batches
+    /// only after this. Runs once; `Err` fails the job (the last batches stay uncommitted, and
+    /// a restore commits them).
+    fn finish(&mut self) -> Result<(), String> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        let run = &self.durable.setup.run;
+        let f = run.final_checkpoint();
+        let participants: Vec<Participant> = self
+            .durable
+            .setup
+            .participants
+            .lock()
+            .expect("participants lock")
+            .iter()
+            .cloned()
+            .collect();
+        let manifest = run
+            .checkpoints
+            .complete(f, &participants, self.workers, self.durable.retain)
+            .map_err(|e| format!("the final checkpoint failed: {e}"))?;
+        tracing::info!(
+            "final checkpoint {f} complete ({} files)",
+            manifest.files.len()
+        );
+        run.completion.completed(f);
+        run.checkpoints.retain_now(self.durable.retain, f);
+        Ok(())
     }
 
     /// Completes every checkpoint the probe has passed; `Err` when too many failed in a row.
@@ -137,13 +180,29 @@ impl Completer {
                 .cloned()
                 .collect();
             let checkpoints = &self.durable.setup.run.checkpoints;
-            let run = self.durable.setup.run.first_epoch;
+            let last = self.durable.setup.run.final_checkpoint();
             let input_ended = || {
                 participants
                     .iter()
                     .filter(|p| p.name.starts_with("source."))
-                    .any(|p| (0..self.workers).any(|w| checkpoints.has_ended(run, &p.name, w)))
+                    .any(|p| (0..self.workers).any(|w| checkpoints.is_done(last, &p.name, w)))
             };
+            // Sources whose input has ended take part with their final positions.
+            for p in participants
+                .iter()
+                .filter(|p| p.name.starts_with("source."))
+            {
+                let source = p.name.trim_start_matches("source.");
+                for w in 0..self.workers {
+                    if checkpoints.is_done(last, &p.name, w) && !checkpoints.is_done(c, &p.name, w)
+                    {
+                        let file = names::source_file(source, w);
+                        if let Err(e) = checkpoints.carry(last, c, &file, &p.name, w) {
+                            tracing::warn!("checkpoint {c}: {e}");
+                        }
+                    }
+                }
+            }
             match checkpoints.complete(c, &participants, self.workers, self.durable.retain) {
                 Err(_) if input_ended() => {
                     // A source has ended its input: the run drains, nothing more is
@@ -154,6 +213,7 @@ impl Completer {
                 }
                 Ok(m) => {
                     tracing::info!("checkpoint {c} complete ({} files)", m.files.len());
+                    self.durable.setup.run.completion.completed(c);
                     self.failed_in_a_row = 0;
                 }
                 Err(e) => {
@@ -233,9 +293,15 @@ pub fn run(
             .clone()
             .filter(|_| worker.index() == 0)
             .map(|d| Completer::new(d, worker.peers()));
-        while !probe.done() {
+        // Until every operator has finished: after the probe is done, two-phase sinks still
+        // wait for the final checkpoint to commit their last batches.
+        loop {
             if let Some(c) = completer.as_mut() {
-                if let Err(e) = c.poll(&probe) {
+                let completed = match probe.done() {
+                    false => c.poll(&probe),
+                    true => c.finish(),
+                };
+                if let Err(e) = completed {
                     worker_failures.report(format!("job `{}`: {e}", plan.name));
                 }
             }
@@ -245,7 +311,9 @@ pub fn run(
                 }
                 return Err(worker_failures.first().unwrap_or_default());
             }
-            worker.step_or_park(Some(Duration::from_millis(20)));
+            if !worker.step_or_park(Some(Duration::from_millis(20))) && probe.done() {
+                break;
+            }
         }
         Ok(())
     });

@@ -450,7 +450,7 @@ impl StepSpec {
 pub struct SinkSpec {
     /// The stream written.
     pub from: String,
-    /// `file`, `stdout`, `kafka` or `blackhole` (counted and dropped).
+    /// `file`, `stdout`, `kafka`, `redis` or `blackhole` (counted and dropped).
     pub kind: String,
     /// file: output path.
     #[serde(default)]
@@ -464,9 +464,28 @@ pub struct SinkSpec {
     /// kafka: the topic.
     #[serde(default)]
     pub topic: Option<String>,
-    /// kafka: the message key, an SQL expression over the row (e.g. `user_id`).
+    /// kafka: the message key, an SQL expression over the row (e.g. `user_id`). redis: the
+    /// key template, columns in braces (e.g. `fraud:{user_id}`).
     #[serde(default)]
     pub key: Option<String>,
+    /// redis: `redis://[user:password@]host:port[/db]`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// redis: `hash` (default), `string`, `sorted_set` or `stream`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// redis: expiry of `hash` and `string` keys.
+    #[serde(default)]
+    pub ttl: Option<Dur>,
+    /// redis `sorted_set`: the member template (e.g. `{merchant}`).
+    #[serde(default)]
+    pub member: Option<String>,
+    /// redis `sorted_set`: the score, an SQL expression over the row.
+    #[serde(default)]
+    pub score: Option<String>,
+    /// redis `string`: the value, an SQL expression over the row (default: the row as JSON).
+    #[serde(default)]
+    pub value: Option<String>,
     /// kafka: `none`, `gzip`, `snappy`, `lz4` (default) or `zstd`.
     #[serde(default)]
     pub compression: Option<String>,
@@ -479,6 +498,13 @@ pub struct SinkSpec {
     /// kafka: partitions of the topic when the sink creates it (default 1).
     #[serde(default)]
     pub partitions: Option<i32>,
+    /// kafka: `exactly_once` (the default with `checkpoint:`), `idempotent` or
+    /// `at_least_once` (the default without).
+    #[serde(default)]
+    pub delivery: Option<String>,
+    /// kafka: the topic of commit records (default `weir-commits`).
+    #[serde(default)]
+    pub commit_topic: Option<String>,
     /// kafka: librdkafka properties passed through (SASL, TLS, tuning).
     #[serde(default)]
     pub properties: Option<IndexMap<String, serde_json::Value>>,

@@ -8,6 +8,7 @@ pub mod join;
 pub mod kafka;
 pub mod keyed;
 pub mod ordered;
+pub mod redis;
 pub mod rolling;
 pub mod rule;
 pub mod sink;

@@ -178,9 +178,10 @@ pub fn timed_operator<'scope, L: TimedLogic>(
                     .filter(|c| running && complete(c));
                 let first_stashed = stash.first_key_value().map(|((e, _), _)| *e);
                 let release_until = match (next_wm, checkpoint) {
+                    // Records of an epoch go in before that epoch's watermark fires.
                     (Some(e), c)
                         if c.is_none_or(|c| e <= c)
-                            && (running || first_stashed.is_none_or(|s| e <= s)) =>
+                            && (running || first_stashed.is_none_or(|s| e < s)) =>
                     {
                         let (cap, wm) = watermarks.pop_first().expect("a pending epoch");
                         logic.advance(wm, &mut results_buf);
@@ -201,10 +202,9 @@ pub fn timed_operator<'scope, L: TimedLogic>(
                         ctx.pending_checkpoint()
                     }
                     // The inputs ended with records still held for a checkpoint that will not
-                    // be taken: release those before the next watermark (all, without one).
-                    (next, None) if !running && !stash.is_empty() => {
-                        next.map(|e| e.saturating_sub(1))
-                    }
+                    // be taken: release those up to the next watermark's epoch (all, without
+                    // one), before it fires.
+                    (next, None) if !running && !stash.is_empty() => next,
                     _ => break,
                 };
                 let fired = watermarks.current();
@@ -224,6 +224,17 @@ pub fn timed_operator<'scope, L: TimedLogic>(
                 }
                 if !running && stash.is_empty() && watermarks.next_epoch().is_none() {
                     break;
+                }
+            }
+            if !running && stash.is_empty() && watermarks.next_epoch().is_none() {
+                // Everything is processed: the state as the run leaves it goes into the
+                // final checkpoint (before the capabilities are dropped below).
+                if let Some(ctx) = state_ctx.as_mut() {
+                    if let Some(f) = ctx.take_final_checkpoint() {
+                        if let Err(e) = ctx.snapshot(f, logic.state()) {
+                            tracing::error!("step `{name}`: the final checkpoint failed: {e}");
+                        }
+                    }
                 }
             }
             let pending = state_ctx

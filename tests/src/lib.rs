@@ -209,3 +209,124 @@ impl Drop for KafkaBroker {
         self.stop();
     }
 }
+
+/// A `redis-server` (Debian's) on a free loopback port, without persistence, stopped when
+/// dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts a server and waits (at most 10 s) until it answers `PING`.
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) is needed: run scripts/test.sh");
+        let server = RedisServer { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while server.command(&["PING"]).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer on port {port} within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT/DB`.
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs one command with `redis-cli` (an independent client) and returns its output
+    /// lines (`--no-raw` off: plain values, one per line).
+    pub fn cli(&self, db: u32, args: &[&str]) -> Vec<String> {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "-n", &db.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (Debian package redis-tools) is needed: run scripts/test.sh");
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Everything in database `db` as sorted text lines (`key type contents`), gathered by
+    /// one Lua script run through `redis-cli`. Left out: stream entry ids (arrival times) and
+    /// weir's version bookkeeping (`__weir_*` fields and keys, which name runs and epochs).
+    pub fn dump(&self, db: u32) -> Vec<String> {
+        const DUMP: &str = r"
+local out = {}
+local keys = redis.call('KEYS', '*')
+table.sort(keys)
+for _, k in ipairs(keys) do
+  if not string.find(k, ':__weir_', 1, true) then
+    local t = redis.call('TYPE', k)['ok']
+    local items = {}
+    if t == 'hash' then
+      local h = redis.call('HGETALL', k)
+      for i = 1, #h, 2 do
+        if h[i] ~= '__weir_version' then table.insert(items, h[i] .. '=' .. h[i + 1]) end
+      end
+    elseif t == 'string' then
+      table.insert(items, redis.call('GET', k))
+    elseif t == 'zset' then
+      local z = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+      for i = 1, #z, 2 do table.insert(items, z[i] .. '=' .. z[i + 1]) end
+    elseif t == 'stream' then
+      for _, e in ipairs(redis.call('XRANGE', k, '-', '+')) do
+        table.insert(items, table.concat(e[2], ' '))
+      end
+    end
+    table.sort(items)
+    table.insert(out, k .. ' ' .. t .. ' ' .. table.concat(items, ' | '))
+  end
+end
+return table.concat(out, '\n')
+";
+        self.cli(db, &["EVAL", DUMP, "0"])
+    }
+
+    fn command(&self, args: &[&str]) -> Result<(), String> {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        (n > 0 && buf[0] == b'+')
+            .then_some(())
+            .ok_or_else(|| "no reply".to_string())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

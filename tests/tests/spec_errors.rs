@@ -293,8 +293,36 @@ fn names_and_checkpoint_section() {
         "checkpoint.fail_after",
         "at least 1",
     );
-    let kafka = "name: t\ncheckpoint: { interval: 1s, store: /tmp/ck }\nsources:\n  k: { kind: kafka, brokers: \"127.0.0.1:9092\", topic: t, schema: { ts: timestamp }, event_time: { field: ts } }\nsinks:\n  o: { from: k, kind: stdout }\n";
-    assert_error(kafka, "sources.k", "do not take part in checkpoints yet");
+    // Kafka sources take part in checkpoints; exactly-once Kafka sinks need them.
+    let kafka = |checkpoint: &str, sink: &str| {
+        format!("name: t\n{checkpoint}\nsources:\n  k: {{ kind: kafka, brokers: \"127.0.0.1:9092\", topic: t, schema: {{ ts: timestamp, user: string }}, event_time: {{ field: ts }} }}\nsinks:\n  o: {{ from: k, kind: kafka, brokers: \"127.0.0.1:9092\", topic: out{sink} }}\n")
+    };
+    let plan = weir_jobs::load_spec(
+        &kafka("checkpoint: { interval: 1s, store: /tmp/ck }", ""),
+        &[],
+    );
+    assert!(plan.is_ok(), "{:?}", plan.err());
+    assert_error(
+        &kafka("", ", delivery: exactly_once"),
+        "sinks.o.delivery",
+        "add a `checkpoint:` section",
+    );
+    assert_error(
+        &kafka(
+            "checkpoint: { interval: 1s, store: /tmp/ck }",
+            ", delivery: twice",
+        ),
+        "sinks.o.delivery",
+        "expected exactly_once, idempotent or at_least_once",
+    );
+    assert_error(
+        &kafka(
+            "checkpoint: { interval: 1s, store: /tmp/ck }",
+            ", commit_topic: out",
+        ),
+        "sinks.o.commit_topic",
+        "not the sink's topic",
+    );
     // A plain directory is a local store.
     let plan = weir_jobs::load_spec(&with("{ interval: 1s, store: ckpt }"), &[]).unwrap();
     let store = plan.checkpoint.unwrap().store;
@@ -511,4 +539,60 @@ fn join_steps() {
             "pay_ts"
         ]
     );
+}
+
+#[test]
+fn redis_sinks_name_what_is_wrong() {
+    let with = |sink: &str| {
+        format!(
+            "name: t\nsources:\n  p: {{ kind: generator, stream: payments, events: 10 }}\nsinks:\n  r: {{ from: p, kind: redis, {sink} }}\n"
+        )
+    };
+    assert_error(&with("key: \"u:{user_id}\""), "sinks.r.url", "required");
+    assert_error(
+        &with("url: \"http://x\", key: \"u:{user_id}\""),
+        "sinks.r.url",
+        "not a redis://",
+    );
+    assert_error(&with("url: \"redis://x:1\""), "sinks.r.key", "required");
+    assert_error(
+        &with("url: \"redis://x:1\", key: \"u:{user}\""),
+        "sinks.r.key",
+        "`{user}` in `u:{user}` is not a column",
+    );
+    assert_error(
+        &with("url: \"redis://x:1\", key: \"u\", mode: list"),
+        "sinks.r.mode",
+        "expected hash, string, sorted_set or stream",
+    );
+    assert_error(
+        &with("url: \"redis://x:1\", key: \"top\", mode: sorted_set, member: \"{merchant}\""),
+        "sinks.r.score",
+        "required for mode sorted_set",
+    );
+    assert_error(
+        &with("url: \"redis://x:1\", key: \"top\", mode: sorted_set, member: \"{merchant}\", score: \"amount +\""),
+        "sinks.r.score",
+        "",
+    );
+    assert_error(
+        &with("url: \"redis://x:1\", key: \"a\", mode: stream, ttl: 1h"),
+        "sinks.r.ttl",
+        "only for mode hash or string",
+    );
+    assert_error(
+        &with("url: \"redis://x:1\", key: \"a\", value: amount"),
+        "sinks.r.value",
+        "only for mode string",
+    );
+    assert_error(
+        &with("url: \"redis://x:1\", key: \"a\", topic: t"),
+        "sinks.r.topic",
+        "not a field of a `redis` sink",
+    );
+    let ok = weir_jobs::load_spec(
+        &with("url: \"redis://x:1/2\", key: \"top:{currency}\", mode: sorted_set, member: \"{merchant}\", score: amount"),
+        &[],
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err());
 }

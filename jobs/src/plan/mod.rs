@@ -232,6 +232,29 @@ pub enum SinkOp {
     Null,
     /// A Kafka topic.
     Kafka(KafkaOutput),
+    /// Redis keys.
+    Redis(RedisOutput),
+}
+
+/// A Redis sink's settings.
+#[derive(Clone, Debug)]
+pub struct RedisOutput {
+    /// Server URL.
+    pub url: String,
+    /// How rows are written.
+    pub mode: weir_operators::redis::RedisMode,
+    /// Key template.
+    pub key: weir_operators::redis::Template,
+    /// Expiry of hash and string keys.
+    pub ttl: Option<std::time::Duration>,
+    /// `sorted_set` member.
+    pub member: Option<weir_operators::redis::Template>,
+    /// `sorted_set` score.
+    pub score: Option<Expr>,
+    /// `string` value.
+    pub value: Option<Expr>,
+    /// Timestamp encoding.
+    pub format: TimestampFormat,
 }
 
 /// A Kafka sink's settings.
@@ -249,6 +272,10 @@ pub struct KafkaOutput {
     pub format: TimestampFormat,
     /// Partitions when the sink creates the topic.
     pub partitions: i32,
+    /// Exactly once, idempotent or at least once.
+    pub delivery: weir_operators::kafka::Delivery,
+    /// Where commit records go.
+    pub commit_topic: String,
 }
 
 /// Validates `spec`; returns the plan or every error found.
@@ -313,13 +340,6 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
         check_name("sources", name, &mut errors);
         if let Some(plan) = plan_source(name, s, &mut errors) {
             streams.insert(name.clone(), plan.schema.clone());
-            if checkpoint.is_some() && matches!(plan.input, SourceInput::Kafka(_)) {
-                // Said plainly rather than failing every checkpoint at run time.
-                errors.push(SpecError::new(
-                    format!("sources.{name}"),
-                    "Kafka sources do not take part in checkpoints yet: remove `checkpoint:` (offsets are then committed to the consumer group once sinks have written them)",
-                ));
-            }
             sources.push(plan);
         }
         streams.insert(format!("{name}.dead_letter"), dead_letter_schema());
@@ -453,7 +473,7 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
                 continue;
             }
         };
-        if let Some(plan) = plan_sink(name, s, &schema, &mut errors) {
+        if let Some(plan) = plan_sink(name, s, &schema, checkpoint.is_some(), &mut errors) {
             sinks.push(plan);
         }
     }

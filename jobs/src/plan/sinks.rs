@@ -2,18 +2,28 @@
 
 use std::path::PathBuf;
 
-use weir_engine::data::Schema;
+use weir_engine::data::{Schema, TimestampFormat};
 use weir_operators::expr::Expr;
+use weir_operators::kafka::Delivery;
+use weir_operators::redis::{RedisMode, Template};
 
 use super::check::timestamp_format;
 use super::sources::properties;
-use super::{KafkaOutput, SinkOp, SinkPlan};
+use super::{KafkaOutput, RedisOutput, SinkOp, SinkPlan};
 use crate::error::SpecError;
 use crate::spec::SinkSpec;
 
 /// Fields of a sink that only some kinds accept.
-fn sink_fields(s: &SinkSpec) -> [(&'static str, bool); 9] {
+fn sink_fields(s: &SinkSpec) -> [(&'static str, bool); 17] {
     [
+        ("url", s.url.is_some()),
+        ("mode", s.mode.is_some()),
+        ("ttl", s.ttl.is_some()),
+        ("member", s.member.is_some()),
+        ("score", s.score.is_some()),
+        ("value", s.value.is_some()),
+        ("delivery", s.delivery.is_some()),
+        ("commit_topic", s.commit_topic.is_some()),
         ("partitions", s.partitions.is_some()),
         ("path", s.path.is_some()),
         ("brokers", s.brokers.is_some()),
@@ -30,6 +40,7 @@ pub(super) fn plan_sink(
     name: &str,
     s: &SinkSpec,
     input: &Schema,
+    checkpointed: bool,
     errors: &mut Vec<SpecError>,
 ) -> Option<SinkPlan> {
     let path = format!("sinks.{name}");
@@ -50,7 +61,10 @@ pub(super) fn plan_sink(
             "batch_size",
             "properties",
             "partitions",
+            "delivery",
+            "commit_topic",
         ],
+        "redis" => &["url", "key", "mode", "ttl", "member", "score", "value"],
         _ => &[],
     };
     for (field, present) in sink_fields(s) {
@@ -121,7 +135,38 @@ pub(super) fn plan_sink(
             if partitions < 1 {
                 errors.push(SpecError::new(format!("{path}.partitions"), "at least 1"));
             }
+            let delivery = match s.delivery.as_deref().map(Delivery::parse) {
+                None if checkpointed => Delivery::ExactlyOnce,
+                None => Delivery::AtLeastOnce,
+                Some(Ok(d)) if d != Delivery::AtLeastOnce && !checkpointed => {
+                    errors.push(SpecError::new(
+                        format!("{path}.delivery"),
+                        format!(
+                            "`{}` delivery commits once per checkpoint: add a `checkpoint:` section to the job",
+                            s.delivery.as_deref().unwrap_or_default().trim()
+                        ),
+                    ));
+                    d
+                }
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    errors.push(SpecError::new(format!("{path}.delivery"), e));
+                    Delivery::AtLeastOnce
+                }
+            };
+            let commit_topic = s
+                .commit_topic
+                .clone()
+                .unwrap_or_else(|| "weir-commits".into());
+            if commit_topic.trim().is_empty() || Some(&commit_topic) == topic.as_ref() {
+                errors.push(SpecError::new(
+                    format!("{path}.commit_topic"),
+                    "a topic of its own, not empty and not the sink's topic",
+                ));
+            }
             SinkOp::Kafka(KafkaOutput {
+                delivery,
+                commit_topic,
                 brokers: brokers?,
                 topic: topic?,
                 key,
@@ -130,10 +175,13 @@ pub(super) fn plan_sink(
                 partitions,
             })
         }
+        "redis" => SinkOp::Redis(plan_redis(&path, s, input, format, errors)?),
         other => {
             errors.push(SpecError::new(
                 format!("{path}.kind"),
-                format!("unknown sink kind `{other}`: expected file, stdout, kafka or blackhole"),
+                format!(
+                    "unknown sink kind `{other}`: expected file, stdout, kafka, redis or blackhole"
+                ),
             ));
             return None;
         }
@@ -143,5 +191,106 @@ pub(super) fn plan_sink(
         input: s.from.clone(),
         columns: input.fields().iter().map(|f| f.name.clone()).collect(),
         op,
+    })
+}
+
+/// A `kind: redis` sink: URL, mode, key template and what each mode needs.
+fn plan_redis(
+    path: &str,
+    s: &SinkSpec,
+    input: &Schema,
+    format: TimestampFormat,
+    errors: &mut Vec<SpecError>,
+) -> Option<RedisOutput> {
+    let before = errors.len();
+    let url = s.url.clone().filter(|u| !u.trim().is_empty());
+    match &url {
+        None => errors.push(SpecError::new(
+            format!("{path}.url"),
+            "required: redis://host:port[/db]",
+        )),
+        Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
+            errors.push(SpecError::new(
+                format!("{path}.url"),
+                format!("`{u}` is not a redis:// or rediss:// URL"),
+            ))
+        }
+        Some(_) => {}
+    }
+    let mode = match s.mode.as_deref().map(RedisMode::parse) {
+        None => RedisMode::Hash,
+        Some(Ok(m)) => m,
+        Some(Err(e)) => {
+            errors.push(SpecError::new(format!("{path}.mode"), e));
+            RedisMode::Hash
+        }
+    };
+    let template = |field: &str, text: Option<&String>, errors: &mut Vec<SpecError>| {
+        let text = text?;
+        Template::parse(text, input)
+            .map_err(|e| errors.push(SpecError::new(format!("{path}.{field}"), e)))
+            .ok()
+    };
+    let key = template("key", s.key.as_ref(), errors);
+    if s.key.is_none() {
+        errors.push(SpecError::new(
+            format!("{path}.key"),
+            "required: the key template, columns in braces (e.g. `fraud:{user_id}`)",
+        ));
+    }
+    let expr = |field: &str, text: Option<&String>, errors: &mut Vec<SpecError>| {
+        let text = text?;
+        Expr::compile(text, input)
+            .map_err(|e| errors.push(SpecError::new(format!("{path}.{field}"), e.message)))
+            .ok()
+    };
+    let member = template("member", s.member.as_ref(), errors);
+    let score = expr("score", s.score.as_ref(), errors);
+    let value = expr("value", s.value.as_ref(), errors);
+    let only = |field: &str, present: bool, modes: &str, errors: &mut Vec<SpecError>| {
+        if present {
+            errors.push(SpecError::new(
+                format!("{path}.{field}"),
+                format!("only for mode {modes}"),
+            ));
+        }
+    };
+    match mode {
+        RedisMode::SortedSet => {
+            for (field, present) in [("member", s.member.is_none()), ("score", s.score.is_none())] {
+                if present {
+                    errors.push(SpecError::new(
+                        format!("{path}.{field}"),
+                        "required for mode sorted_set",
+                    ));
+                }
+            }
+        }
+        _ => {
+            only("member", s.member.is_some(), "sorted_set", errors);
+            only("score", s.score.is_some(), "sorted_set", errors);
+        }
+    }
+    if mode != RedisMode::String {
+        only("value", s.value.is_some(), "string", errors);
+    }
+    if !matches!(mode, RedisMode::Hash | RedisMode::String) {
+        only("ttl", s.ttl.is_some(), "hash or string", errors);
+    }
+    let ttl = s
+        .ttl
+        .map(|d| std::time::Duration::from_millis(d.millis().max(0) as u64));
+    if ttl.is_some_and(|t| t.is_zero()) {
+        errors.push(SpecError::new(format!("{path}.ttl"), "must be positive"));
+    }
+    (errors.len() == before).then(|| RedisOutput {
+        url: url.expect("checked"),
+        mode,
+        key: key.expect("checked"),
+        ttl,
+        member,
+        score,
+        value,
+        format,
     })
 }

@@ -257,7 +257,8 @@ pub struct TopicMessage {
     pub timestamp: Option<i64>,
 }
 
-/// Reads every message of `topic` up to the high watermarks at the time of the call.
+/// Reads every message of `topic` up to the high watermarks at the time of the call
+/// (committed messages only: the reader is `read_committed`, librdkafka's default).
 pub fn read_topic(conn: &Connection, topic: &str) -> Result<Vec<TopicMessage>, KafkaError> {
     let ends = fetch_high_watermarks(conn, topic)?;
     let consumer = consumer(conn, "weir-reader")?;
@@ -290,6 +291,11 @@ pub fn read_topic(conn: &Connection, topic: &str) -> Result<Vec<TopicMessage>, K
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
+            // The end as a read_committed reader sees it: the last offsets may be transaction
+            // markers, which are never delivered.
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                done.insert(p, true);
+            }
             Some(Err(e)) => tracing::warn!("reading topic `{topic}`: {e}"),
             Some(Ok(m)) => {
                 let (p, o) = (m.partition(), m.offset());

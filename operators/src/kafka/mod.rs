@@ -9,6 +9,8 @@
 #[cfg(feature = "kafka")]
 mod client;
 #[cfg(feature = "kafka")]
+mod committed;
+#[cfg(feature = "kafka")]
 mod outbox;
 #[cfg(feature = "kafka")]
 mod sink;
@@ -23,6 +25,8 @@ pub use client::{
     create_topic, ensure_topic, fetch_high_watermarks, read_topic, KafkaError, MessageProducer,
     TopicMessage,
 };
+#[cfg(feature = "kafka")]
+pub use committed::KafkaCommitter;
 #[cfg(feature = "kafka")]
 pub use sink::{kafka_sink, KafkaSinkConfig};
 #[cfg(feature = "kafka")]
@@ -43,6 +47,33 @@ pub struct MetadataColumns {
 
 /// Whether this build can talk to Kafka (the `kafka` cargo feature).
 pub const ENABLED: bool = cfg!(feature = "kafka");
+
+/// How a Kafka sink delivers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// Messages go out as soon as their epoch is complete; after a crash some are sent again.
+    #[default]
+    AtLeastOnce,
+    /// One transaction per checkpoint (needs `checkpoint:` and a broker with transactions).
+    ExactlyOnce,
+    /// Per checkpoint without transactions: repeats only after a crash mid-commit, and they
+    /// carry the same key and `weir-checkpoint` header.
+    Idempotent,
+}
+
+impl Delivery {
+    /// Parses `at_least_once`, `exactly_once` or `idempotent`.
+    pub fn parse(text: &str) -> Result<Delivery, String> {
+        match text.trim() {
+            "at_least_once" => Ok(Delivery::AtLeastOnce),
+            "exactly_once" => Ok(Delivery::ExactlyOnce),
+            "idempotent" => Ok(Delivery::Idempotent),
+            other => Err(format!(
+                "unknown delivery `{other}`: expected exactly_once, idempotent or at_least_once"
+            )),
+        }
+    }
+}
 
 /// Where a Kafka source starts reading each partition.
 #[derive(Clone, Debug, PartialEq, Eq)]

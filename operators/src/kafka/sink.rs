@@ -40,6 +40,10 @@ pub struct KafkaSinkConfig {
     pub format: TimestampFormat,
     /// Partitions of the topic if the sink has to create it.
     pub partitions: i32,
+    /// How messages are delivered.
+    pub delivery: super::Delivery,
+    /// Where commit records go (exactly-once and idempotent delivery).
+    pub commit_topic: String,
 }
 
 /// Writes `stream` to Kafka; the returned stream's frontier passes an epoch once every message

@@ -34,6 +34,8 @@ pub struct KafkaSourceConfig {
     pub until: Option<EndMode>,
     /// How often to look for new partitions (unbounded sources only).
     pub discovery: Option<Duration>,
+    /// Where a restored run resumes, per partition: overrides `start`.
+    pub resume: BTreeMap<i32, i64>,
     /// Decoded schema (with any metadata columns).
     pub schema: SchemaRef,
     /// Messages are Debezium change events.
@@ -59,7 +61,12 @@ pub fn open_partitions(
         .copied()
         .filter(|p| *p as usize % peers == worker)
         .collect();
-    let starts = start_offsets(config, &consumer, &mine)?;
+    let mut starts = start_offsets(config, &consumer, &mine)?;
+    for (p, offset) in &config.resume {
+        if let Some(start) = starts.get_mut(p) {
+            *start = Offset::Offset(*offset);
+        }
+    }
     let ends = match &config.until {
         None => BTreeMap::new(),
         Some(end) => end_offsets(config, &consumer, &mine, end)?,
@@ -262,6 +269,9 @@ fn end_offsets(
     }
     Ok(out)
 }
+
+/// How long a seek to a checkpointed offset may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a reader mirrors its position to the consumer group.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
@@ -528,6 +538,38 @@ impl PartitionReader for KafkaReader {
             }
         }
         Ok(ReadStatus::More)
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        // The next offset to read; `-1` for a partition found later and read from its start.
+        Some(self.cursor.position.unwrap_or(-1).to_le_bytes().to_vec())
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<(), String> {
+        let bytes: [u8; 8] = position.try_into().map_err(|_| {
+            format!(
+                "{}: a Kafka position is 8 bytes, not {}",
+                self.location,
+                position.len()
+            )
+        })?;
+        let offset = i64::from_le_bytes(bytes);
+        if offset < 0 || self.cursor.position == Some(offset) {
+            return Ok(());
+        }
+        // Messages fetched before the seek are discarded by librdkafka (op versions); the
+        // cursor skips anything below the offset regardless.
+        self.consumer
+            .seek(
+                &self.topic,
+                self.partition,
+                Offset::Offset(offset),
+                SEEK_TIMEOUT,
+            )
+            .map_err(|e| format!("{}: cannot seek to offset {offset}: {e}", self.location))?;
+        self.cursor.position = Some(offset);
+        tracing::info!("{}: resuming at offset {offset}", self.location);
+        Ok(())
     }
 
     fn epoch_closed(&mut self, epoch: Epoch) {

@@ -23,6 +23,30 @@ pub struct SortedJsonFile {
     bytes: u64,
     lines: u64,
     last: Option<Line>,
+    /// Merged by a run that completed: nothing more may be written.
+    sealed: bool,
+    /// Leave the merged marker when finished (files that take part in checkpoints).
+    mark: bool,
+}
+
+/// The event times of the lines, 8 bytes each: `.<name>.weir-ts`.
+fn sidecar(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.weir-ts"))
+}
+
+/// The marker a checkpointed merge leaves: `.<name>.weir-merged`. Written once the merged file
+/// is complete and durable (before it replaces the original), it tells a restored run that the
+/// file is final.
+fn merged_marker(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.weir-merged"))
 }
 
 impl SortedJsonFile {
@@ -32,28 +56,25 @@ impl SortedJsonFile {
             fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let ts_path = path.with_file_name(format!(".{name}.weir-ts"));
         let open =
             |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
-        Ok(SortedJsonFile {
-            out: BufWriter::with_capacity(1 << 20, open(path)?),
-            ts_out: BufWriter::with_capacity(1 << 16, open(&ts_path)?),
-            path: path.to_path_buf(),
-            ts_path,
-            runs: vec![(0, 0)],
-            bytes: 0,
-            lines: 0,
-            last: None,
-        })
+        let file = Self::create_at(path, open(path)?, open(&sidecar(path))?);
+        // A fresh file: a marker of an earlier run's merge no longer applies.
+        let _ = fs::remove_file(merged_marker(path));
+        Ok(file)
     }
 
     /// Resumes `path` as it stood at a checkpoint ([`LineWriter::position`]): what was
     /// written after it (by a run that then died) is cut off.
+    ///
+    /// A file the final checkpoint's run already merged (its marker is there) is final: it is
+    /// kept as it is (a merge cut short by a crash is finished first), and the restored run may
+    /// not add to it.
     pub fn resume(path: &Path, position: &[u8]) -> Result<Self, String> {
+        let marker = merged_marker(path);
+        if marker.exists() {
+            return Self::sealed(path);
+        }
         let Position {
             runs,
             bytes,
@@ -65,11 +86,7 @@ impl SortedJsonFile {
                 path.display()
             )
         })?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let ts_path = path.with_file_name(format!(".{name}.weir-ts"));
+        let ts_path = sidecar(path);
         let open = |p: &Path, len: u64| -> Result<File, String> {
             let file = fs::OpenOptions::new()
                 .write(true)
@@ -101,7 +118,60 @@ impl SortedJsonFile {
             bytes,
             lines,
             last,
+            sealed: false,
+            mark: true,
         })
+    }
+
+    /// The final file of a completed run (see [`SortedJsonFile::resume`]).
+    fn sealed(path: &Path) -> Result<Self, String> {
+        let tmp = path.with_extension("weir-merge");
+        if tmp.exists() {
+            fs::rename(&tmp, path)
+                .map_err(|e| format!("cannot finish merging {}: {e}", path.display()))?;
+        }
+        let ts_path = sidecar(path);
+        let _ = fs::remove_file(&ts_path);
+        let open = |p: &Path| {
+            fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(p)
+                .map_err(|e| format!("cannot resume {}: {e}", p.display()))
+        };
+        let mut file = Self::create_at(path, open(path)?, open(&ts_path)?);
+        file.sealed = true;
+        Ok(file)
+    }
+
+    fn create_at(path: &Path, out: File, ts_out: File) -> Self {
+        SortedJsonFile {
+            out: BufWriter::with_capacity(1 << 20, out),
+            ts_out: BufWriter::with_capacity(1 << 16, ts_out),
+            path: path.to_path_buf(),
+            ts_path: sidecar(path),
+            runs: vec![(0, 0)],
+            bytes: 0,
+            lines: 0,
+            last: None,
+            sealed: false,
+            mark: false,
+        }
+    }
+
+    /// Leaves the merged marker when finished, for a run restored from its final
+    /// checkpoint: for files that take part in checkpoints.
+    pub fn checkpointed(mut self) -> Self {
+        self.mark = true;
+        self
+    }
+
+    /// Marks the file final (durably).
+    fn write_marker(&self) -> Result<(), String> {
+        let marker = merged_marker(&self.path);
+        File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", marker.display()))
     }
 
     fn io(&self, e: std::io::Error) -> String {
@@ -174,6 +244,11 @@ impl SortedJsonFile {
             read(&mut runs[k], k, &mut heap)?;
         }
         out.flush().map_err(|e| io(&tmp, e))?;
+        out.get_ref().sync_data().map_err(|e| io(&tmp, e))?;
+        if self.mark {
+            // From here on the merge is as good as done: a restore finishes it.
+            self.write_marker()?;
+        }
         fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))
     }
 }
@@ -207,6 +282,14 @@ impl LineWriter for SortedJsonFile {
         let Some(first) = lines.first() else {
             return Ok(());
         };
+        if self.sealed {
+            return Err(format!(
+                "{} is the final output of a run that completed; the restored run has more \
+                 to write: move the file away (and its marker {}) to write a new one",
+                self.path.display(),
+                merged_marker(&self.path).display()
+            ));
+        }
         if self.last.as_ref().is_some_and(|last| last > first) {
             self.runs.push((self.bytes, self.lines));
         }
@@ -227,10 +310,17 @@ impl LineWriter for SortedJsonFile {
     }
 
     fn finish(&mut self) -> Result<(), String> {
+        if self.sealed {
+            let _ = fs::remove_file(&self.ts_path);
+            return Ok(());
+        }
         self.out.flush().map_err(|e| self.io(e))?;
         self.ts_out.flush().map_err(|e| self.io(e))?;
         if self.runs.len() > 1 {
             self.merge_runs()?;
+        } else if self.mark {
+            self.out.get_ref().sync_data().map_err(|e| self.io(e))?;
+            self.write_marker()?;
         }
         fs::remove_file(&self.ts_path)
             .map_err(|e| format!("cannot remove {}: {e}", self.ts_path.display()))

@@ -6,6 +6,7 @@
 //! is in one deterministic order whatever the worker count or timing.
 
 mod file;
+mod two_phase;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,15 +14,17 @@ use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::StreamVec;
-use weir_engine::checkpoint::{names, CheckpointRun};
+use weir_engine::checkpoint::{names, CheckpointRun, Completion};
 use weir_engine::data::{encode_row, TimestampFormat};
 use weir_engine::event::{Epoch, Event};
 use weir_engine::failure::Failures;
 use weir_engine::stats::JobStats;
 
 pub use file::SortedJsonFile;
+pub use two_phase::{two_phase_sink, TwoPhase};
 
 /// An encoded output line with its event time (the sort key with the text).
 pub type Line = (i64, String);
@@ -81,93 +84,121 @@ pub fn write_sorted_lines<'scope>(
     failures: Failures,
 ) -> Done<'scope> {
     let sink_name = name.to_string();
+    let scope = lines.scope();
+    let mut builder = OperatorBuilder::new(name.to_string(), scope);
+    let activator = scope.activator_for(builder.operator_info().address.clone());
+    let mut input = builder.new_input(lines, Exchange::new(|_: &Line| 0));
+    let (output, done) = builder.new_output();
+    let mut output: OutputBuilder<_, CapacityContainerBuilder<Vec<()>>> =
+        OutputBuilder::from(output);
     let mut pending: BTreeMap<Epoch, Vec<Line>> = BTreeMap::new();
     // The writer's checkpoints, and the next checkpoint epoch.
+    let checkpoints = checkpoints.filter(|_| writer.is_some());
     let mut next_checkpoint = checkpoints
         .as_ref()
-        .filter(|_| writer.is_some())
         .and_then(CheckpointRun::first_checkpoint);
-    lines.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-        Exchange::new(|_: &Line| 0),
-        name,
-        move |cap, _info| {
-            // Held at the next checkpoint epoch until the writer's position is stored.
-            let mut hold = next_checkpoint.map(|c| {
-                let mut cap = cap;
-                cap.downgrade(&c);
-                cap
-            });
-            move |(input, frontier), _output| {
-                input.for_each_stamp(|cap, data| {
-                    if let Some(&epoch) = cap.least() {
-                        let entry = pending.entry(epoch).or_default();
-                        for batch in data {
-                            entry.append(batch);
-                        }
-                    }
-                });
-                let Some(out) = writer.as_mut() else { return };
-                loop {
-                    let next = pending.first_key_value().map(|(e, _)| *e);
-                    // A checkpoint epoch the frontier passed, with every epoch up to it
-                    // written: store the position before writing anything later.
-                    if let Some(c) = next_checkpoint
-                        .filter(|c| !frontier.less_equal(c) && next.is_none_or(|e| e > *c))
-                    {
-                        if frontier.is_empty() {
-                            // The input ended: no checkpoints after the end.
-                            next_checkpoint = None;
-                            hold = None;
-                            continue;
-                        }
-                        {
-                            let cps = &checkpoints
-                                .as_ref()
-                                .expect("a checkpoint epoch")
-                                .checkpoints;
-                            let stored = out.position().and_then(|position| {
-                                cps.write(c, &names::sink_file(&sink_name), &position)
-                                    .and_then(|()| cps.done(c, &sink_name, 0))
-                                    .map_err(|e| e.to_string())
-                            });
-                            if let Err(e) = stored {
-                                tracing::error!("{sink_name}: checkpoint {c} failed: {e}");
-                            }
-                        }
-                        next_checkpoint = checkpoints
-                            .as_ref()
-                            .and_then(|cps| cps.next_at_or_after(c + 1));
-                        match (next_checkpoint, hold.as_mut()) {
-                            (Some(n), Some(cap)) => cap.downgrade(&n),
-                            _ => hold = None,
-                        }
-                        continue;
-                    }
-                    let Some(entry) = pending.first_entry() else {
-                        break;
-                    };
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let mut lines = entry.remove();
-                    lines.sort_unstable();
-                    stats.add_out(lines.len() as u64);
-                    if let Err(e) = out.write_epoch(&lines) {
-                        failures.report(format!("sink `{sink_name}`: {e}"));
-                        writer = None;
-                        return;
+    let mut final_written = false;
+    builder.build_reschedule(move |mut initial| {
+        // Held at the next checkpoint epoch until the writer's position is stored.
+        let mut hold = next_checkpoint.and_then(|c| {
+            let mut cap = initial.pop()?;
+            cap.downgrade(&c);
+            Some(cap)
+        });
+        move |frontiers| {
+            let _ = &mut output;
+            let frontier = &frontiers[0];
+            input.for_each_stamp(|cap, data| {
+                if let Some(&epoch) = cap.least() {
+                    let entry = pending.entry(epoch).or_default();
+                    for batch in data {
+                        entry.append(batch);
                     }
                 }
-                if frontier.is_empty() {
-                    hold = None;
-                    if let Err(e) = out.finish() {
-                        failures.report(format!("sink `{sink_name}`: {e}"));
+            });
+            let Some(out) = writer.as_mut() else {
+                return false;
+            };
+            let store = |c: Epoch, out: &mut Box<dyn LineWriter>| {
+                let cps = &checkpoints
+                    .as_ref()
+                    .expect("a checkpoint epoch")
+                    .checkpoints;
+                let stored = out.position().and_then(|position| {
+                    cps.write(c, &names::sink_file(&sink_name), &position)
+                        .and_then(|()| cps.done(c, &sink_name, 0))
+                        .map_err(|e| e.to_string())
+                });
+                if let Err(e) = stored {
+                    tracing::error!("{sink_name}: checkpoint {c} failed: {e}");
+                }
+            };
+            loop {
+                let next = pending.first_key_value().map(|(e, _)| *e);
+                // A checkpoint epoch the frontier passed, with every epoch up to it
+                // written: store the position before writing anything later. (After the
+                // input ends only the final checkpoint is taken.)
+                if let Some(c) = next_checkpoint
+                    .filter(|c| !frontier.less_equal(c) && next.is_none_or(|e| e > *c))
+                {
+                    if !frontier.is_empty() {
+                        store(c, out);
                     }
+                    next_checkpoint = checkpoints
+                        .as_ref()
+                        .and_then(|cps| cps.next_at_or_after(c + 1))
+                        .filter(|_| !frontier.is_empty());
+                    match (next_checkpoint, hold.as_mut()) {
+                        (Some(n), Some(cap)) => cap.downgrade(&n),
+                        _ => hold = None,
+                    }
+                    continue;
+                }
+                let Some(entry) = pending.first_entry() else {
+                    break;
+                };
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let mut lines = entry.remove();
+                lines.sort_unstable();
+                stats.add_out(lines.len() as u64);
+                if let Err(e) = out.write_epoch(&lines) {
+                    failures.report(format!("sink `{sink_name}`: {e}"));
                     writer = None;
+                    return false;
                 }
             }
-        },
-    )
+            if !frontier.is_empty() {
+                return hold.is_some();
+            }
+            hold = None;
+            if let Some(run) = &checkpoints {
+                // The file as the run leaves it goes into the final checkpoint; the final
+                // merge waits until that is complete, so a restore never sees it half done.
+                let f = run.final_checkpoint();
+                if !final_written {
+                    store(f, out);
+                    final_written = true;
+                }
+                if failures.any() {
+                    // The run fails: the file stays as the last checkpoint knows it.
+                    writer = None;
+                    return false;
+                }
+                if !run.is_complete(f) {
+                    activator.activate_after(Completion::LOOK_EVERY);
+                    return true;
+                }
+            }
+            if let Err(e) = out.finish() {
+                failures.report(format!("sink `{sink_name}`: {e}"));
+            }
+            writer = None;
+            false
+        }
+    });
+    done
 }
 
 /// Writes lines to standard output.

@@ -223,8 +223,9 @@ pub struct SourceConfig {
 /// event time it had seen (its watermark).
 type Position = (String, Vec<u8>, i64);
 
-/// Every position of source `name` in the checkpoint `run` resumes from, by location.
-fn restored_positions(
+/// Every position of source `name` in the checkpoint `run` resumes from, by location (the
+/// reader's position and the partition's highest event time).
+pub fn restored_positions(
     run: &CheckpointRun,
     name: &str,
 ) -> Result<HashMap<String, (Vec<u8>, i64)>, String> {
@@ -387,16 +388,33 @@ pub fn source<'scope>(
         let mut next = 0usize;
         // Closed epochs whose completion downstream the readers have not heard of yet.
         let mut closed: VecDeque<Epoch> = VecDeque::new();
+        // Checkpoint epochs done downstream, waiting for their checkpoint to complete.
+        let mut awaiting: VecDeque<Epoch> = VecDeque::new();
 
         move |_frontiers| {
-            // Tell readers which epochs the sinks have finished (for committing positions).
+            // Tell readers which epochs the sinks have finished, for committing positions to
+            // the consumer group. With checkpoints, only positions of complete checkpoints
+            // (and the very end of the input): a restore never goes back behind the group.
             if let Some(probe) = &progress {
                 while let Some(&e) = closed.front() {
                     if probe.less_equal(&e) {
                         break;
                     }
                     closed.pop_front();
-                    partitions.iter_mut().for_each(|p| p.reader.epoch_done(e));
+                    match &config.checkpoints {
+                        Some(c) if c.is_checkpoint(e) => awaiting.push_back(e),
+                        Some(_) if caps.is_some() || !closed.is_empty() => {}
+                        _ => partitions.iter_mut().for_each(|p| p.reader.epoch_done(e)),
+                    }
+                }
+                if let Some(c) = &config.checkpoints {
+                    while let Some(&e) = awaiting.front() {
+                        if !c.is_complete(e) {
+                            break;
+                        }
+                        awaiting.pop_front();
+                        partitions.iter_mut().for_each(|p| p.reader.epoch_done(e));
+                    }
                 }
             } else {
                 closed.clear();
@@ -525,11 +543,11 @@ pub fn source<'scope>(
             }
             if ended {
                 if let Some(c) = &config.checkpoints {
-                    // Later checkpoints of this run go without this source: they are not
-                    // taken (the input has ended).
-                    let participant = names::source(&config.name);
-                    if let Err(e) = c.checkpoints.ended(c.first_epoch, &participant, worker as usize) {
-                        tracing::warn!("source `{}`: {e}", config.name);
+                    // Where the input ended goes into the run's final checkpoint; scheduled
+                    // checkpoints after this are not taken.
+                    let f = c.final_checkpoint();
+                    if let Err(e) = write_positions(c, &config.name, worker as usize, f, &partitions) {
+                        tracing::error!("source `{}`: the final checkpoint failed: {e}", config.name);
                     }
                 }
                 partitions.iter_mut().for_each(|p| p.reader.epoch_closed(epoch));

@@ -124,6 +124,10 @@ pub enum Mode {
     StopAfterCheckpoint(Epoch),
     /// Restore from checkpoint `c` and feed the rest.
     RestoreFrom(Epoch),
+    /// Feed epochs `..c` as they complete; then, with checkpoint `c` pending, every later
+    /// epoch at once (its records held for the checkpoint) and end the streams, the end
+    /// watermark at the last records' epoch: the checkpoint is never taken.
+    EndWhileCheckpointPending(Epoch),
 }
 
 /// Results with their epochs, and late records per input — sorted.
@@ -158,7 +162,9 @@ pub fn run(
             (0..sides).map(|_| InputHandleVec::new()).collect();
         let probe = ProbeHandle::new();
         let schedule = match mode {
-            Mode::StopAfterCheckpoint(c) => CheckpointSchedule::At([c].into()),
+            Mode::StopAfterCheckpoint(c) | Mode::EndWhileCheckpointPending(c) => {
+                CheckpointSchedule::At([c].into())
+            }
             _ => CheckpointSchedule::Never,
         };
         let state = StateContext::new(
@@ -192,6 +198,7 @@ pub fn run(
             Mode::Whole => (0, n),
             Mode::StopAfterCheckpoint(c) => (0, c + 1),
             Mode::RestoreFrom(c) => (c + 1, n),
+            Mode::EndWhileCheckpointPending(c) => (0, c),
         };
         for h in data.iter_mut() {
             h.advance_to(first);
@@ -234,7 +241,23 @@ pub fn run(
             }
             worker.step_while(|| probe.less_than(&(e + 1)));
         }
-        if matches!(mode, Mode::Whole | Mode::RestoreFrom(_)) {
+        if let Mode::EndWhileCheckpointPending(c) = mode {
+            for e in c..n {
+                for (side, h) in data.iter_mut().enumerate() {
+                    h.advance_to(e);
+                    if index == 0 {
+                        for ev in &inputs[side].epochs[e as usize] {
+                            h.send(ev.clone());
+                        }
+                    }
+                }
+                for (side, h) in marks.iter_mut().enumerate() {
+                    h.advance_to(e);
+                    h.send(inputs[side].watermarks[e as usize]);
+                }
+            }
+        }
+        if !matches!(mode, Mode::StopAfterCheckpoint(_)) {
             for h in marks.iter_mut() {
                 h.send(WATERMARK_END);
             }

@@ -1,0 +1,234 @@
+//! Exactly-once from Kafka to Kafka and Redis across crashes: the fraud job reads payments from
+//! a real broker (noida-db), checkpoints, and writes alerts and window results in one
+//! transaction per checkpoint, and to Redis (Debian's redis-server) as versioned writes. It is
+//! killed with SIGKILL at random moments, or made to abort in the middle of a commit, and
+//! restarted with `--restore latest` at changing worker counts; the topics, read committed by
+//! kcat (an independent client), and the Redis keys, read by redis-cli, must equal those of a
+//! run that never failed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use common::kafka::{kcat_payments, kcat_read, PAYMENTS_SCHEMA};
+use common::{stderr, wait, weir};
+use weir_tests::{KafkaBroker, RedisServer};
+
+/// The fraud job over `payments`, writing to topics `<prefix>alerts` and `<prefix>windows`
+/// and to Redis at `redis` (window hashes, alert streams per user).
+fn job(dir: &Path, broker: &KafkaBroker, redis: &str, prefix: &str, interval: &str) {
+    let b = broker.bootstrap();
+    let spec = format!(
+        r#"
+name: fraud-{prefix}eo
+tick: 50ms
+checkpoint: {{ interval: {interval}, store: store, retain: 3 }}
+sources:
+  payments:
+    kind: kafka
+    brokers: "{b}"
+    topic: payments
+    until: latest
+    schema: {PAYMENTS_SCHEMA}
+    event_time: {{ field: ts, max_out_of_orderness: 2s }}
+steps:
+  bursts: {{ from: payments, rule: {{ key: user_id, count_over: 10m, threshold: 3, where: "status = 'FAILED'", id: payment_id }} }}
+  per_merchant: {{ from: payments, key: merchant, window: {{ kind: tumbling, size: 1m }}, aggregates: {{ n: "count(*)", total: "sum(amount)" }} }}
+sinks:
+  alerts: {{ from: bursts, kind: kafka, brokers: "{b}", topic: {prefix}alerts, key: user_id, partitions: 4 }}
+  windows: {{ from: per_merchant, kind: kafka, brokers: "{b}", topic: {prefix}windows, key: merchant, partitions: 4 }}
+  windows_redis: {{ from: per_merchant, kind: redis, url: "{redis}", key: "m:{{merchant}}:{{window_start}}", mode: hash }}
+  alerts_redis: {{ from: bursts, kind: redis, url: "{redis}", key: "alerts:{{user_id}}", mode: stream }}
+"#
+    );
+    std::fs::write(dir.join("job.yaml"), spec).unwrap();
+}
+
+fn spawn(dir: &Path, workers: usize, restore: bool, crash_at: Option<&str>) -> Child {
+    let mut cmd = weir();
+    cmd.env("WEIR_LOG", "warn,weir_operators::kafka=info");
+    cmd.args(["run", "job.yaml", "--progress", "never", "--workers"])
+        .arg(workers.to_string())
+        .current_dir(dir);
+    if restore {
+        cmd.args(["--restore", "latest"]);
+    }
+    if let Some(point) = crash_at {
+        cmd.env("WEIR_CRASH_AT", point);
+    }
+    cmd.spawn().expect("spawn weir")
+}
+
+/// The committed contents of the job's two output topics, sorted, and its Redis database.
+fn outputs(broker: &KafkaBroker, prefix: &str, redis: &RedisServer, db: u32) -> [Vec<String>; 3] {
+    [
+        kcat_read(broker, &format!("{prefix}alerts")),
+        kcat_read(broker, &format!("{prefix}windows")),
+        redis.dump(db),
+    ]
+}
+
+/// A run that never fails, into topics `ref-*` and Redis database 0.
+fn reference(broker: &KafkaBroker, redis: &RedisServer) -> [Vec<String>; 3] {
+    let dir = tempfile::tempdir().unwrap();
+    job(dir.path(), broker, &redis.url(0), "ref-", "300ms");
+    let out = wait(spawn(dir.path(), 2, false, None), Duration::from_secs(180));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = outputs(broker, "ref-", redis, 0);
+    assert!(expected.iter().all(|t| !t.is_empty()));
+    expected
+}
+
+fn assert_same(got: &[Vec<String>; 3], want: &[Vec<String>; 3]) {
+    for (name, (g, w)) in ["alerts", "windows", "redis"]
+        .iter()
+        .zip(got.iter().zip(want))
+    {
+        let missing: Vec<&String> = w.iter().filter(|m| !g.contains(m)).collect();
+        let extra: Vec<&String> = g.iter().filter(|m| !w.contains(m)).collect();
+        assert!(
+            g == w,
+            "{name}: {} items, expected {} ({} missing, {} extra); first missing {:?}; first extra {:?}",
+            g.len(),
+            w.len(),
+            missing.len(),
+            extra.len(),
+            &missing[..missing.len().min(3)],
+            &extra[..extra.len().min(3)],
+        );
+    }
+}
+
+/// The newest complete checkpoint in `dir/store`, by directory name.
+fn newest_checkpoint(dir: &Path) -> Option<String> {
+    let jobs = std::fs::read_dir(dir.join("store")).ok()?;
+    jobs.flatten()
+        .flat_map(|job| {
+            std::fs::read_dir(job.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|c| c.path().join("_MANIFEST").exists())
+        .map(|c| c.file_name().to_string_lossy().to_string())
+        .max()
+}
+
+/// A small deterministic random sequence.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn killed_ten_times_the_topics_hold_each_result_exactly_once() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    kcat_payments(&broker, d, 300_000, 21);
+    let redis = RedisServer::start();
+    let expected = reference(&broker, &redis);
+
+    job(d, &broker, &redis.url(1), "", "300ms");
+    let mut rng = Lcg(3);
+    let mut resumed = 0;
+    for kill in 0..10 {
+        let workers = 1 + rng.next(3) as usize;
+        let mut child = spawn(d, workers, kill > 0, None);
+        // Kill at a random moment after the run has completed a checkpoint of its own (so
+        // that every run makes progress however loaded the machine is).
+        let seen = newest_checkpoint(d);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while newest_checkpoint(d) == seen && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.next(600)));
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        resumed += err.contains("resuming job") as usize;
+        assert!(!err.contains("ERROR"), "kill {kill}: {err}");
+        assert!(!finished, "run {kill} ended before it was killed: {err}");
+    }
+    let out = wait(spawn(d, 3, true, None), Duration::from_secs(180));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        resumed >= 5,
+        "most restarts resume from a checkpoint (only {resumed} of 9 did)"
+    );
+    assert_same(&outputs(&broker, "", &redis, 1), &expected);
+}
+
+/// The numbers of batches a restored run found already committed and committed again, from
+/// its log lines (summed over sinks and workers).
+fn recovered(log: &str) -> (usize, usize) {
+    let mut totals = (0, 0);
+    for line in log.lines().filter(|l| l.contains("recovered worker")) {
+        let number_before = |marker: &str| -> usize {
+            let head = &line[..line.find(marker).expect("a recovery line")];
+            head.rsplit(|c: char| !c.is_ascii_digit())
+                .find(|w| !w.is_empty())
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(0)
+        };
+        totals.0 += number_before(" already committed");
+        totals.1 += number_before(" committed now");
+    }
+    totals
+}
+
+/// Aborts the process at `point` (the second time it is reached), restarts it, and checks the
+/// topics: the recovery decision of a crash around a transaction's commit. Returns how many
+/// batches the restored run found committed already and how many it committed.
+fn crash_in_commit(point: &str, prefix: &str) -> (usize, usize) {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    kcat_payments(&broker, d, 100_000, 22);
+    let redis = RedisServer::start();
+    let expected = reference(&broker, &redis);
+
+    job(d, &broker, &redis.url(1), prefix, "200ms");
+    let out = wait(
+        spawn(d, 2, false, Some(&format!("{point}:2"))),
+        Duration::from_secs(120),
+    );
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains(&format!("crash point `{point}`")),
+        "the run did not crash at {point}: {err}"
+    );
+    let out = wait(spawn(d, 3, true, None), Duration::from_secs(180));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming job"), "{err}");
+    assert_same(&outputs(&broker, prefix, &redis, 1), &expected);
+    recovered(&err)
+}
+
+#[test]
+fn a_crash_before_the_commit_aborts_the_transaction_and_commits_the_batch_again() {
+    let (_, again) = crash_in_commit("kafka.before_commit", "before-");
+    assert!(
+        again >= 1,
+        "the interrupted batch is committed by the restored run"
+    );
+}
+
+#[test]
+fn a_crash_after_the_commit_does_not_commit_the_batch_twice() {
+    let (skipped, _) = crash_in_commit("kafka.after_commit", "after-");
+    assert!(
+        skipped >= 1,
+        "the committed batch is recognised and skipped"
+    );
+}
