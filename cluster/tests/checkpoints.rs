@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{run, stderr, weir};
+use common::{run, stderr, weir, Lcg};
 
 /// A windowed aggregate and a fraud rule over generated payments, paced to last 10 s,
 /// checkpointing every 200 ms into `store/`.
@@ -62,18 +62,6 @@ fn spawn(dir: &Path, workers: usize, restore: bool) -> Child {
         .current_dir(dir)
         .spawn()
         .expect("spawn weir")
-}
-
-/// A small deterministic random sequence (the test must not depend on a crate for it).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::kafka::{kcat_payments, kcat_read, PAYMENTS_SCHEMA};
-use common::{stderr, wait, weir};
+use common::{stderr, wait, weir, Lcg};
 use weir_tests::{KafkaBroker, RedisServer};
 
 /// The fraud job over `payments`, writing to topics `<prefix>alerts` and `<prefix>windows`
@@ -114,18 +114,6 @@ fn newest_checkpoint(dir: &Path) -> Option<String> {
         .filter(|c| c.path().join("_MANIFEST").exists())
         .map(|c| c.file_name().to_string_lossy().to_string())
         .max()
-}
-
-/// A small deterministic random sequence.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 #[test]
@@ -231,4 +219,55 @@ fn a_crash_after_the_commit_does_not_commit_the_batch_twice() {
         skipped >= 1,
         "the committed batch is recognised and skipped"
     );
+}
+
+#[test]
+fn idempotent_delivery_writes_each_batch_with_its_checkpoint_and_a_commit_record() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    kcat_payments(&broker, d, 20_000, 23);
+    let b = broker.bootstrap();
+    let spec = format!(
+        r#"
+name: idem
+tick: 50ms
+checkpoint: {{ interval: 200ms, store: store }}
+sources:
+  payments: {{ kind: kafka, brokers: "{b}", topic: payments, until: latest, schema: {PAYMENTS_SCHEMA}, event_time: {{ field: ts, max_out_of_orderness: 2s }} }}
+steps:
+  per_merchant: {{ from: payments, key: merchant, window: {{ kind: tumbling, size: 1m }}, aggregates: {{ n: "count(*)" }} }}
+sinks:
+  windows: {{ from: per_merchant, kind: kafka, brokers: "{b}", topic: idem-windows, key: merchant, delivery: idempotent, commit_topic: idem-commits }}
+  file: {{ from: per_merchant, kind: file, path: out/windows.jsonl }}
+"#
+    );
+    std::fs::write(d.join("job.yaml"), spec).unwrap();
+    let out = wait(spawn(d, 2, false, None), Duration::from_secs(120));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut file = weir_tests::lines(&d.join("out/windows.jsonl"));
+    file.sort();
+    assert!(!file.is_empty());
+    assert_eq!(kcat_read(&broker, "idem-windows"), file);
+    // Every message names its batch and writer; every batch has its commit record.
+    let headers = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            &b,
+            "-t",
+            "idem-windows",
+            "-C",
+            "-e",
+            "-q",
+            "-f",
+            "%h\n",
+        ])
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&headers.stdout).to_string();
+    assert!(headers
+        .lines()
+        .all(|h| h.contains("weir-checkpoint=") && h.contains("weir-worker=")));
+    let records = kcat_read(&broker, "idem-commits");
+    assert!(!records.is_empty());
 }

@@ -130,6 +130,16 @@ impl Completer {
         }
     }
 
+    /// Every participant of the dataflow (the same on every worker).
+    fn participants(&self) -> Vec<Participant> {
+        let participants = self.durable.setup.participants.lock();
+        participants
+            .expect("participants lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Completes the run's final checkpoint once the whole dataflow is done: every
     /// participant has written what it leaves behind, and sinks commit their last batches
     /// only after this. Runs once; `Err` fails the job (the last batches stay uncommitted, and
@@ -141,15 +151,7 @@ impl Completer {
         self.finished = true;
         let run = &self.durable.setup.run;
         let f = run.final_checkpoint();
-        let participants: Vec<Participant> = self
-            .durable
-            .setup
-            .participants
-            .lock()
-            .expect("participants lock")
-            .iter()
-            .cloned()
-            .collect();
+        let participants = self.participants();
         let manifest = run
             .checkpoints
             .complete(f, &participants, self.workers, self.durable.retain)
@@ -170,15 +172,7 @@ impl Completer {
                 // Not there yet; or the run has ended (nothing is checkpointed after the end).
                 return Ok(());
             }
-            let participants: Vec<Participant> = self
-                .durable
-                .setup
-                .participants
-                .lock()
-                .expect("participants lock")
-                .iter()
-                .cloned()
-                .collect();
+            let participants = self.participants();
             let checkpoints = &self.durable.setup.run.checkpoints;
             let last = self.durable.setup.run.final_checkpoint();
             let input_ended = || {
