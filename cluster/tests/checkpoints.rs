@@ -203,3 +203,90 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before() {
         stderr(&out)
     );
 }
+
+/// Both processes of a two-process run, each with `workers` workers, restoring when asked.
+fn spawn_two(dir: &Path, workers: usize, restore: bool) -> (Child, Child) {
+    let hosts = format!(
+        "127.0.0.1:{}\n127.0.0.1:{}\n",
+        weir_tests::free_port(),
+        weir_tests::free_port()
+    );
+    std::fs::write(dir.join("hosts.txt"), hosts).unwrap();
+    let spawn = |process: &str| {
+        let mut args = vec![
+            "run",
+            "job.yaml",
+            "--processes",
+            "2",
+            "--process",
+            process,
+            "--hosts",
+            "hosts.txt",
+        ];
+        let workers = workers.to_string();
+        args.extend(["--workers", &workers]);
+        if restore {
+            args.extend(["--restore", "latest"]);
+        }
+        weir()
+            .args(&args)
+            .current_dir(dir)
+            .spawn()
+            .expect("spawn weir")
+    };
+    (spawn("0"), spawn("1"))
+}
+
+#[test]
+fn two_processes_killed_and_restored_as_two_others_equal_a_run_without_failure() {
+    let reference = tempfile::tempdir().unwrap();
+    job(reference.path());
+    let out = run(&["run", "job.yaml", "--workers", "2"], reference.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = outputs(reference.path());
+
+    let dir = tempfile::tempdir().unwrap();
+    job(dir.path());
+    // Two processes of one worker each; checkpoints are completed by the first, whose
+    // completions the second learns from the store.
+    let (mut p0, mut p1) = spawn_two(dir.path(), 1, false);
+    let root = dir.path().join("store/crash-test");
+    let started = Instant::now();
+    let complete = |root: &Path| {
+        std::fs::read_dir(root)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("_MANIFEST").exists())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while complete(&root) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints completed"
+        );
+        assert!(p0.try_wait().unwrap().is_none(), "the run ended first");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    for p in [&mut p0, &mut p1] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    // Restored as two processes of two workers each.
+    let (p0, p1) = spawn_two(dir.path(), 2, true);
+    let (o0, o1) = (
+        common::wait(p0, Duration::from_secs(120)),
+        common::wait(p1, Duration::from_secs(120)),
+    );
+    assert!(o0.status.success(), "process 0: {}", stderr(&o0));
+    assert!(o1.status.success(), "process 1: {}", stderr(&o1));
+    assert!(stderr(&o1).contains("resuming job"), "{}", stderr(&o1));
+    for ((name, got), (_, want)) in outputs(dir.path()).iter().zip(&expected) {
+        assert!(
+            got == want,
+            "out/{name}.jsonl differs from the run without failures"
+        );
+    }
+}
