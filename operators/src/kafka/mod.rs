@@ -1,6 +1,8 @@
-//! Kafka: the spec-level settings (always built) and, with the `kafka` feature, the source (one consumer per worker, partitions assigned deterministically, offsets
-//! owned by weir) and the sink (a producer per worker that reports an epoch done once every
-//! message of it is acknowledged).
+//! Kafka: the spec-level settings (always built) and, with the `kafka` feature, the source
+//! (one consumer per worker, partitions assigned deterministically, offsets owned by weir and
+//! part of checkpoints) and the sinks: at least once (a producer per worker that reports an
+//! epoch done once every message of it is acknowledged, `sink`) and, with checkpoints, exactly
+//! once or idempotent (one transaction per checkpoint with a commit record, `committed`).
 //!
 //! Every call that talks to a broker and may block happens while the dataflow is built (with a
 //! timeout and retries that say what they wait for) or on librdkafka's own threads; operator
