@@ -2,9 +2,10 @@
 //! finding the one to restore from.
 //!
 //! ```text
-//! <job>/chk-<epoch>/state/<operator>/<group>     operator state of one key group
+//! <job>/chk-<epoch>/state/<operator>/w<worker>   the key groups one worker holds
 //! <job>/chk-<epoch>/sources/<source>/w<worker>   source positions read by one worker
-//! <job>/chk-<epoch>/sinks/<sink>                 a sink's committed position
+//! <job>/chk-<epoch>/sinks/<sink>                 a file sink's position
+//! <job>/chk-<epoch>/sinks/<sink>/w<worker>       a two-phase sink's uncommitted batches
 //! <job>/chk-<epoch>/done/<participant>@w<worker> "this participant wrote all it had"
 //! <job>/chk-<epoch>/_MANIFEST                    written last: the checkpoint is complete
 //! ```

@@ -129,10 +129,15 @@ pub struct Write {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Op {
-    Hash(Vec<(String, String)>),
+    /// One value per column of the sink, in order.
+    Hash(Vec<String>),
     Set(String),
-    Score { member: String, score: f64 },
-    Entry(Vec<(String, String)>),
+    Score {
+        member: String,
+        score: f64,
+    },
+    /// One value per column of the sink, in order.
+    Entry(Vec<String>),
 }
 
 /// The SHA1s of the loaded scripts.
@@ -252,14 +257,15 @@ impl RedisCommitter {
             .to_string();
         let mut pipe = redis::pipe();
         // Stream entries go per key, in one script call each, with the writer's mark.
-        let mut entries: BTreeMap<&str, Vec<&Vec<(String, String)>>> = BTreeMap::new();
+        let mut entries: BTreeMap<&str, Vec<&Vec<String>>> = BTreeMap::new();
+        let columns = &self.config.columns;
         for w in batch {
             let t = w.ts.to_string();
             match &w.op {
                 Op::Hash(fields) => {
                     let cmd = pipe.cmd("EVALSHA").arg(&scripts.hash).arg(1).arg(&w.key);
                     cmd.arg(&g).arg(&e).arg(&t).arg(&ttl);
-                    for (f, v) in fields {
+                    for (f, v) in columns.iter().zip(fields) {
                         cmd.arg(f).arg(v);
                     }
                 }
@@ -302,9 +308,9 @@ impl RedisCommitter {
                 .arg(&e)
                 .arg(0)
                 .arg(&writer_name)
-                .arg(rows.first().map_or(0, |r| r.len()));
+                .arg(columns.len());
             for fields in rows {
-                for (f, v) in fields {
+                for (f, v) in columns.iter().zip(fields) {
                     cmd.arg(f).arg(v);
                 }
             }
@@ -328,14 +334,13 @@ impl TwoPhase for RedisCommitter {
         let c = &self.config;
         let row = &event.row;
         let key = c.key.render(row, c.format);
+        // Values only: the column names come from the sink's config when the batch goes out.
         let fields = || {
-            c.columns
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
+            (0..c.columns.len())
+                .map(|i| {
                     let mut v = String::new();
                     render_value(&row.get(i), c.format, &mut v);
-                    (name.clone(), v)
+                    v
                 })
                 .collect::<Vec<_>>()
         };
