@@ -42,12 +42,19 @@ if [ ! -x "$tools/venv/bin/noida-db" ]; then
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "noida-db==0.2.3"
 fi
+# PyIceberg (with pyarrow and SQLAlchemy for the SQLite catalog): the independent reader of the
+# Iceberg tables weir writes.
+if ! "$tools/venv/bin/python" -c 'import pyiceberg, pyarrow, sqlalchemy' >/dev/null 2>&1; then
+  echo "installing pyiceberg (PyPI) into $tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "pyiceberg[sql-sqlite,pyarrow]==0.12.*"
+fi
+export WEIR_PYTHON="$tools/venv/bin/python"
 # The server itself, not the Python launcher: the launcher answers Ctrl-C by killing the
 # server before it writes its data, and the tests restart brokers.
 WEIR_NOIDA="$("$tools/venv/bin/python" -c 'from importlib.resources import files; print(files("noida_db").joinpath("noida-db"))')"
 chmod +x "$WEIR_NOIDA"
 export WEIR_NOIDA
-echo "kcat: $(command -v kcat); redis: $(command -v redis-server); broker: $WEIR_NOIDA"
+echo "kcat: $(command -v kcat); redis: $(command -v redis-server); broker: $WEIR_NOIDA; python: $WEIR_PYTHON"
 
 step "format"
 cargo fmt --all -- --check

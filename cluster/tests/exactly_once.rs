@@ -13,7 +13,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::kafka::{kcat_payments, kcat_read, PAYMENTS_SCHEMA};
-use common::{stderr, wait, weir, Lcg};
+use common::{recovered, stderr, wait, weir, Lcg};
 use weir_tests::{KafkaBroker, RedisServer};
 
 /// The fraud job over `payments`, writing to topics `<prefix>alerts` and `<prefix>windows`
@@ -165,24 +165,6 @@ fn killed_ten_times_the_topics_hold_each_result_exactly_once() {
         kills - 1
     );
     assert_same(&outputs(&broker, "", &redis, 1), &expected);
-}
-
-/// The numbers of batches a restored run found already committed and committed again, from
-/// its log lines (summed over sinks and workers).
-fn recovered(log: &str) -> (usize, usize) {
-    let mut totals = (0, 0);
-    for line in log.lines().filter(|l| l.contains("recovered worker")) {
-        let number_before = |marker: &str| -> usize {
-            let head = &line[..line.find(marker).expect("a recovery line")];
-            head.rsplit(|c: char| !c.is_ascii_digit())
-                .find(|w| !w.is_empty())
-                .and_then(|w| w.parse().ok())
-                .unwrap_or(0)
-        };
-        totals.0 += number_before(" already committed");
-        totals.1 += number_before(" committed now");
-    }
-    totals
 }
 
 /// Aborts the process at `point` (the second time it is reached), restarts it, and checks the

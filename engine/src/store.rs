@@ -128,6 +128,16 @@ impl Store {
         &self.url
     }
 
+    /// The object store underneath, for async callers that stream (Iceberg data files).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    /// The location in [`Store::object_store`] of `relative`.
+    pub fn location(&self, relative: &str) -> Path {
+        self.path(relative)
+    }
+
     fn path(&self, relative: &str) -> Path {
         let mut path = self.root.clone();
         for part in relative.split('/').filter(|p| !p.is_empty()) {

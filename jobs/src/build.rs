@@ -24,7 +24,8 @@ use weir_operators::source::{source, PartitionReader, Partitions, SourceConfig};
 use weir_operators::window::{WindowAggregate, WindowConfig};
 
 use crate::plan::{
-    KafkaInput, KafkaOutput, KeyedOp, Plan, RedisOutput, SinkOp, SourceInput, SourcePlan, StepOp,
+    IcebergOutput, KafkaInput, KafkaOutput, KeyedOp, Plan, RedisOutput, SinkOp, SourceInput,
+    SourcePlan, StepOp,
 };
 
 /// Where operator state is snapshotted and restored from, and when.
@@ -427,6 +428,10 @@ pub fn build<'scope>(
                     .probe_with(&probe);
                 continue;
             }
+            SinkOp::Iceberg(i) => {
+                iceberg_sink_for(input, &sink.name, i, &plan.name, ctx)?.probe_with(&probe);
+                continue;
+            }
             SinkOp::File { path, format } if worker == 0 => {
                 let position = match ctx.durable.as_ref().and_then(|d| d.run.restore.as_ref()) {
                     Some(r) => r.read(&names::sink_file(&name))?,
@@ -664,6 +669,60 @@ fn redis_sink_for<'scope>(
         run,
         ctx.stats.clone(),
         ctx.failures.clone(),
+    ))
+}
+
+#[cfg(feature = "iceberg")]
+fn iceberg_sink_for<'scope>(
+    input: StreamVec<'scope, Epoch, Event>,
+    name: &str,
+    i: &IcebergOutput,
+    job: &str,
+    ctx: &BuildContext,
+) -> Result<weir_operators::sink::Done<'scope>, String> {
+    use weir_operators::iceberg::{iceberg_sink, IcebergSinkConfig, TableConfig};
+    let config = IcebergSinkConfig {
+        name: name.to_string(),
+        job: job.to_string(),
+        table: TableConfig {
+            catalog: i.catalog.clone(),
+            catalog_name: i.catalog_name.clone(),
+            warehouse: i.warehouse.clone(),
+            table: i.table.clone(),
+            partition_by: i.partition_by.clone(),
+            schema: i.schema.clone(),
+            timeout: std::time::Duration::from_secs(30),
+        },
+    };
+    let participant = names::sink(name);
+    let run = ctx
+        .durable
+        .as_ref()
+        .map(|d| d.join(participant.clone(), true));
+    let generation = run
+        .as_ref()
+        .map_or(ctx.generation, |r| r.checkpoints.generation());
+    iceberg_sink(
+        input,
+        &config,
+        &participant,
+        run,
+        generation,
+        ctx.stats.clone(),
+        ctx.failures.clone(),
+    )
+}
+
+#[cfg(not(feature = "iceberg"))]
+fn iceberg_sink_for<'scope>(
+    _: StreamVec<'scope, Epoch, Event>,
+    name: &str,
+    _: &IcebergOutput,
+    _: &str,
+    _: &BuildContext,
+) -> Result<weir_operators::sink::Done<'scope>, String> {
+    Err(format!(
+        "sink `{name}`: this weir was built without Iceberg support (cargo feature `iceberg`)"
     ))
 }
 

@@ -195,6 +195,17 @@ impl fmt::Display for Plan {
                         .unwrap_or_default()
                 ),
                 SinkOp::Redis(r) => format!("redis {:?} keys `{}` on {}", r.mode, r.key, r.url),
+                SinkOp::Iceberg(i) => format!(
+                    "iceberg table {} in {}{}",
+                    i.table,
+                    i.catalog,
+                    if i.partition_by.is_empty() {
+                        String::new()
+                    } else {
+                        let fields: Vec<String> = i.partition_by.iter().map(|p| p.name()).collect();
+                        format!(", partitioned by {}", fields.join(", "))
+                    }
+                ),
             };
             writeln!(f, "  {:<20} ← {}: {what}", s.name, s.input)?;
         }

@@ -75,6 +75,7 @@ impl Plan {
                 }
                 SinkOp::Kafka(k) => k.topic = format!("{}.{suffix}", k.topic),
                 SinkOp::Redis(r) => r.key = r.key.prefixed(&format!("{suffix}:")),
+                SinkOp::Iceberg(i) => i.table = format!("{}_{}", i.table, suffix.replace('-', "_")),
                 SinkOp::Stdout { .. } | SinkOp::Null => {}
             }
         }

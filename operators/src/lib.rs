@@ -4,6 +4,8 @@
 pub mod aggregate;
 pub mod expr;
 pub mod filter_project;
+#[cfg(feature = "iceberg")]
+pub mod iceberg;
 pub mod join;
 pub mod kafka;
 pub mod keyed;

@@ -330,3 +330,71 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// An Iceberg table as PyIceberg (an independent implementation) reads it.
+pub struct IcebergRead {
+    /// The rows, timestamps as milliseconds, sorted.
+    pub rows: Vec<serde_json::Value>,
+    /// The snapshots in commit order: `{id, parent, summary}`.
+    pub snapshots: Vec<serde_json::Value>,
+    /// The partition spec: `{name, transform, source_id}` per field.
+    pub spec: Vec<serde_json::Value>,
+    /// The data files the current snapshot reads.
+    pub files: Vec<String>,
+}
+
+/// The Python with PyIceberg: `WEIR_PYTHON` (scripts/test.sh sets it) or the tools venv.
+fn python() -> String {
+    std::env::var("WEIR_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        format!("{home}/.cache/weir-tools/venv/bin/python")
+    })
+}
+
+/// Reads `table` (`namespace.table`) of the SQL catalog `catalog_db` (a SQLite file) named
+/// `catalog_name`, with PyIceberg, in at most a minute.
+pub fn read_iceberg(
+    catalog_db: &Path,
+    catalog_name: &str,
+    warehouse: &str,
+    table: &str,
+) -> IcebergRead {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/read_iceberg.py");
+    let child = std::process::Command::new(python())
+        .arg(&script)
+        .arg(catalog_db)
+        .args([catalog_name, warehouse, table])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {} (PyIceberg): {e}", python()));
+    // Its output is read while it runs (a full pipe would stall it), on a thread of its own.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(out) => out.expect("PyIceberg's output"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("PyIceberg did not answer within a minute");
+        }
+    };
+    assert!(
+        out.status.success(),
+        "PyIceberg could not read {table}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("PyIceberg's JSON");
+    let list = |key: &str| doc[key].as_array().cloned().unwrap_or_default();
+    IcebergRead {
+        rows: list("rows"),
+        snapshots: list("snapshots"),
+        spec: list("spec"),
+        files: list("files")
+            .iter()
+            .map(|f| f.as_str().unwrap_or_default().to_string())
+            .collect(),
+    }
+}

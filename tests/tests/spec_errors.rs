@@ -596,3 +596,66 @@ fn redis_sinks_name_what_is_wrong() {
     );
     assert!(ok.is_ok(), "{:?}", ok.err());
 }
+
+#[test]
+fn iceberg_sinks_name_what_is_wrong() {
+    let with = |sink: &str| {
+        format!(
+            "name: t\nsources:\n  p: {{ kind: generator, stream: payments, events: 10 }}\nsinks:\n  i: {{ from: p, kind: iceberg, {sink} }}\n"
+        )
+    };
+    let good =
+        "catalog: \"sqlite:///tmp/c.db\", warehouse: \"file:///tmp/wh\", table: \"db.payments\"";
+    assert_error(
+        &with("warehouse: \"file:///tmp/wh\", table: \"db.t\""),
+        "sinks.i.catalog",
+        "required: sqlite:///abs/catalog.db",
+    );
+    assert_error(
+        &with("catalog: \"sqlite://rel/c.db\", warehouse: \"file:///tmp/wh\", table: \"db.t\""),
+        "sinks.i.catalog",
+        "expected sqlite:///absolute/path.db",
+    );
+    assert_error(
+        &with("catalog: \"thrift://hms:9083\", warehouse: \"file:///tmp/wh\", table: \"db.t\""),
+        "sinks.i.catalog",
+        "expected sqlite:///abs/catalog.db or http(s)://host:port",
+    );
+    assert_error(
+        &with("catalog: \"sqlite:///tmp/c.db\", table: \"db.t\""),
+        "sinks.i.warehouse",
+        "required with a SQL catalog",
+    );
+    assert_error(
+        &with("catalog: \"sqlite:///tmp/c.db\", warehouse: \"/tmp/wh\", table: \"db.t\""),
+        "sinks.i.warehouse",
+        "expected file:///abs/path",
+    );
+    assert_error(
+        &with("catalog: \"sqlite:///tmp/c.db\", warehouse: \"file:///tmp/wh\", table: payments"),
+        "sinks.i.table",
+        "required: namespace.table",
+    );
+    assert_error(
+        &with(&format!("{good}, partition_by: [\"day(nope)\"]")),
+        "sinks.i.partition_by[0]",
+        "no column `nope`",
+    );
+    assert_error(
+        &with(&format!("{good}, partition_by: [\"ts\", \"day(user_id)\"]")),
+        "sinks.i.partition_by[1]",
+        "column `user_id` is string",
+    );
+    assert_error(
+        &with(&format!("{good}, topic: t")),
+        "sinks.i.topic",
+        "not a field of a `iceberg` sink",
+    );
+    let ok = weir_jobs::load_spec(
+        &with(&format!(
+            "{good}, catalog_name: cat, partition_by: [\"day(ts)\", \"bucket(8, user_id)\"]"
+        )),
+        &[],
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}

@@ -64,3 +64,21 @@ impl Lcg {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// The numbers of batches a restored run found already committed and committed again, from
+/// its log lines (summed over sinks and workers).
+pub fn recovered(log: &str) -> (usize, usize) {
+    let mut totals = (0, 0);
+    for line in log.lines().filter(|l| l.contains("recovered worker")) {
+        let number_before = |marker: &str| -> usize {
+            let head = &line[..line.find(marker).expect("a recovery line")];
+            head.rsplit(|c: char| !c.is_ascii_digit())
+                .find(|w| !w.is_empty())
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(0)
+        };
+        totals.0 += number_before(" already committed");
+        totals.1 += number_before(" committed now");
+    }
+    totals
+}

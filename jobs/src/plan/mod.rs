@@ -234,6 +234,25 @@ pub enum SinkOp {
     Kafka(KafkaOutput),
     /// Redis keys.
     Redis(RedisOutput),
+    /// An Iceberg table.
+    Iceberg(IcebergOutput),
+}
+
+/// An Iceberg sink's settings.
+#[derive(Clone, Debug)]
+pub struct IcebergOutput {
+    /// `sqlite:///…` or `http(s)://…`.
+    pub catalog: String,
+    /// The catalog's name.
+    pub catalog_name: String,
+    /// Where new tables go.
+    pub warehouse: Option<String>,
+    /// `namespace.table`.
+    pub table: String,
+    /// Partition fields of a table the sink creates.
+    pub partition_by: Vec<weir_operators::sink::PartitionField>,
+    /// Columns written (the table's schema when the sink creates it).
+    pub schema: weir_engine::data::Schema,
 }
 
 /// A Redis sink's settings.

@@ -9,13 +9,18 @@ use weir_operators::redis::{RedisMode, Template};
 
 use super::check::timestamp_format;
 use super::sources::properties;
-use super::{KafkaOutput, RedisOutput, SinkOp, SinkPlan};
+use super::{IcebergOutput, KafkaOutput, RedisOutput, SinkOp, SinkPlan};
 use crate::error::SpecError;
 use crate::spec::SinkSpec;
 
 /// Fields of a sink that only some kinds accept.
-fn sink_fields(s: &SinkSpec) -> [(&'static str, bool); 17] {
+fn sink_fields(s: &SinkSpec) -> [(&'static str, bool); 22] {
     [
+        ("catalog", s.catalog.is_some()),
+        ("catalog_name", s.catalog_name.is_some()),
+        ("warehouse", s.warehouse.is_some()),
+        ("table", s.table.is_some()),
+        ("partition_by", s.partition_by.is_some()),
         ("url", s.url.is_some()),
         ("mode", s.mode.is_some()),
         ("ttl", s.ttl.is_some()),
@@ -65,6 +70,13 @@ pub(super) fn plan_sink(
             "commit_topic",
         ],
         "redis" => &["url", "key", "mode", "ttl", "member", "score", "value"],
+        "iceberg" => &[
+            "catalog",
+            "catalog_name",
+            "warehouse",
+            "table",
+            "partition_by",
+        ],
         _ => &[],
     };
     for (field, present) in sink_fields(s) {
@@ -176,11 +188,12 @@ pub(super) fn plan_sink(
             })
         }
         "redis" => SinkOp::Redis(plan_redis(&path, s, input, format, errors)?),
+        "iceberg" => SinkOp::Iceberg(plan_iceberg(&path, s, input, errors)?),
         other => {
             errors.push(SpecError::new(
                 format!("{path}.kind"),
                 format!(
-                    "unknown sink kind `{other}`: expected file, stdout, kafka, redis or blackhole"
+                    "unknown sink kind `{other}`: expected file, stdout, kafka, redis, iceberg or blackhole"
                 ),
             ));
             return None;
@@ -292,5 +305,80 @@ fn plan_redis(
         score,
         value,
         format,
+    })
+}
+
+/// A `kind: iceberg` sink: catalog, warehouse, table and partition fields.
+fn plan_iceberg(
+    path: &str,
+    s: &SinkSpec,
+    input: &Schema,
+    errors: &mut Vec<SpecError>,
+) -> Option<IcebergOutput> {
+    let before = errors.len();
+    let catalog = s.catalog.clone().map(|c| c.trim().to_string());
+    match catalog.as_deref() {
+        None | Some("") => errors.push(SpecError::new(
+            format!("{path}.catalog"),
+            "required: sqlite:///abs/catalog.db (SQL catalog) or http(s)://host:port (REST catalog)",
+        )),
+        Some(c) if c.starts_with("sqlite:") => {
+            if !c.trim_start_matches("sqlite:").trim_start_matches("//").starts_with('/') {
+                errors.push(SpecError::new(
+                    format!("{path}.catalog"),
+                    format!("`{c}`: expected sqlite:///absolute/path.db"),
+                ));
+            }
+            if s.warehouse.is_none() {
+                errors.push(SpecError::new(
+                    format!("{path}.warehouse"),
+                    "required with a SQL catalog: file:///abs/path or hdfs://namenode:port/path",
+                ));
+            }
+        }
+        Some(c) if c.starts_with("http://") || c.starts_with("https://") => {}
+        Some(c) => errors.push(SpecError::new(
+            format!("{path}.catalog"),
+            format!("`{c}`: expected sqlite:///abs/catalog.db or http(s)://host:port"),
+        )),
+    }
+    if let Some(w) = &s.warehouse {
+        let scheme = w.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("file" | "hdfs" | "viewfs" | "s3")) {
+            errors.push(SpecError::new(
+                format!("{path}.warehouse"),
+                format!("`{w}`: expected file:///abs/path or hdfs://namenode:port/path"),
+            ));
+        }
+    }
+    let table = s.table.clone().unwrap_or_default();
+    let parts: Vec<&str> = table.split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.trim().is_empty()) {
+        errors.push(SpecError::new(
+            format!("{path}.table"),
+            format!("required: namespace.table (got `{table}`)"),
+        ));
+    }
+    let mut partition_by = Vec::new();
+    for (i, text) in s.partition_by.iter().flatten().enumerate() {
+        match weir_operators::sink::PartitionField::parse(text, input) {
+            Ok(f) => partition_by.push(f),
+            Err(e) => errors.push(SpecError::new(format!("{path}.partition_by[{i}]"), e)),
+        }
+    }
+    let catalog_name = s.catalog_name.clone().unwrap_or_else(|| "weir".into());
+    if catalog_name.trim().is_empty() {
+        errors.push(SpecError::new(
+            format!("{path}.catalog_name"),
+            "must not be empty",
+        ));
+    }
+    (errors.len() == before).then(|| IcebergOutput {
+        catalog: catalog.expect("checked"),
+        catalog_name,
+        warehouse: s.warehouse.clone(),
+        table,
+        partition_by,
+        schema: input.clone(),
     })
 }

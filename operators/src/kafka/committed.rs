@@ -313,6 +313,7 @@ fn flush(p: &BatchProducer, timeout: Duration) -> Result<(), String> {
 }
 
 impl TwoPhase for KafkaCommitter {
+    type Record = Event;
     type Item = Staged;
     type Prepared = Vec<Staged>;
 

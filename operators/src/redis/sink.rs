@@ -327,6 +327,7 @@ impl RedisCommitter {
 }
 
 impl TwoPhase for RedisCommitter {
+    type Record = Event;
     type Item = Write;
     type Prepared = Vec<Write>;
 

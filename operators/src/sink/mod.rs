@@ -6,6 +6,7 @@
 //! is in one deterministic order whatever the worker count or timing.
 
 mod file;
+mod partition;
 mod two_phase;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use weir_engine::failure::Failures;
 use weir_engine::stats::JobStats;
 
 pub use file::SortedJsonFile;
+pub use partition::{PartitionField, PartitionTransform};
 pub use two_phase::{two_phase_sink, TwoPhase};
 
 /// An encoded output line with its event time (the sort key with the text).

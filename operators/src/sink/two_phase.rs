@@ -26,7 +26,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 use weir_engine::checkpoint::{names, CheckpointRun, Completion};
-use weir_engine::event::{Epoch, Event};
+use weir_engine::event::Epoch;
 use weir_engine::failure::Failures;
 use weir_engine::stats::JobStats;
 
@@ -35,13 +35,15 @@ use super::Done;
 /// An external system written in two phases. Batches are identified by their epoch (the
 /// checkpoint epoch that closes them); ids only grow, across restarts too.
 pub trait TwoPhase: 'static {
+    /// What the sink receives (an [`Event`] for most; Iceberg's committer gets data files).
+    type Record: Clone + 'static;
     /// What one record becomes (a message, a Redis write, a row).
     type Item: 'static;
     /// A prepared batch as the checkpoint keeps it.
     type Prepared: Serialize + DeserializeOwned + 'static;
 
     /// Turns a record into an item.
-    fn item(&mut self, event: Event) -> Result<Self::Item, String>;
+    fn item(&mut self, record: Self::Record) -> Result<Self::Item, String>;
     /// Makes batch `id` ready to commit: what is returned goes into the checkpoint.
     fn prepare(&mut self, id: Epoch, items: Vec<Self::Item>) -> Result<Self::Prepared, String>;
     /// Makes batch `id` visible. Called once per batch in a run, in id order.
@@ -64,7 +66,7 @@ fn batches_file(participant: &str, worker: usize) -> String {
 /// checkpoint epoch once the sink has prepared it (without checkpoints: once every epoch is
 /// committed). `participant` is the sink's name in checkpoints.
 pub fn two_phase_sink<'scope, S: TwoPhase>(
-    stream: StreamVec<'scope, Epoch, Event>,
+    stream: StreamVec<'scope, Epoch, S::Record>,
     participant: &str,
     mut sink: S,
     checkpoints: Option<CheckpointRun>,

@@ -1,0 +1,247 @@
+//! The Iceberg sink, read back by PyIceberg (an independent implementation, in the venv the
+//! test command creates): tables hold exactly what the job's file twins hold, at 1, 2 and 3
+//! workers, with and without checkpoints; one snapshot per checkpoint carrying the job and
+//! checkpoint ids; a crash just before or just after a commit is recovered without losing or
+//! repeating a batch; a catalog that is not there is a clear error.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use common::{recovered, stderr, wait, weir};
+use weir_tests::{json_lines, read_iceberg, IcebergRead};
+
+/// The fraud job on the generator: window results partitioned by day and alerts, each to a
+/// table and to a file (timestamps in milliseconds, as PyIceberg's rows are compared).
+fn job(dir: &Path, checkpoint: bool) {
+    let checkpoint = match checkpoint {
+        true => "checkpoint: { interval: 200ms, store: store }",
+        false => "",
+    };
+    let d = dir.display();
+    let spec = format!(
+        r#"
+name: iceberg-fraud
+tick: 50ms
+{checkpoint}
+sources:
+  payments: {{ kind: generator, stream: payments, events: 40000, rate: 16000, seed: 5, partitions: 4 }}
+steps:
+  per_merchant: {{ from: payments, key: merchant, window: {{ kind: tumbling, size: 10s }}, aggregates: {{ n: "count(*)", revenue: "sum(amount)" }} }}
+  bursts: {{ from: payments, rule: {{ key: user_id, count_over: 10m, threshold: 3, where: "status = 'FAILED'", id: payment_id }} }}
+sinks:
+  windows_file: {{ from: per_merchant, kind: file, path: out/windows.jsonl, timestamp_format: millis }}
+  alerts_file: {{ from: bursts, kind: file, path: out/alerts.jsonl, timestamp_format: millis }}
+  windows: {{ from: per_merchant, kind: iceberg, catalog: "sqlite://{d}/catalog.db", warehouse: "file://{d}/warehouse", table: fraud.windows, partition_by: ["day(window_end)"] }}
+  alerts: {{ from: bursts, kind: iceberg, catalog: "sqlite://{d}/catalog.db", warehouse: "file://{d}/warehouse", table: fraud.alerts }}
+"#
+    );
+    std::fs::write(dir.join("job.yaml"), spec).unwrap();
+}
+
+fn spawn(dir: &Path, workers: usize, restore: bool, crash_at: Option<&str>) -> Child {
+    let mut cmd = weir();
+    cmd.env("WEIR_LOG", "warn,weir_operators::iceberg=info");
+    cmd.args(["run", "job.yaml", "--progress", "never", "--workers"])
+        .arg(workers.to_string())
+        .current_dir(dir);
+    if restore {
+        cmd.args(["--restore", "latest"]);
+    }
+    if let Some(point) = crash_at {
+        cmd.env("WEIR_CRASH_AT", point);
+    }
+    cmd.spawn().expect("spawn weir")
+}
+
+fn table(dir: &Path, name: &str) -> IcebergRead {
+    read_iceberg(
+        &dir.join("catalog.db"),
+        "weir",
+        &format!("file://{}/warehouse", dir.display()),
+        &format!("fraud.{name}"),
+    )
+}
+
+/// Rows as canonical JSON text (keys sorted), sorted.
+fn canonical(rows: &[serde_json::Value]) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let sorted: BTreeMap<&String, &serde_json::Value> =
+                r.as_object().expect("a row").iter().collect();
+            serde_json::to_string(&sorted).unwrap()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Both tables' rows, canonical.
+fn tables(dir: &Path) -> [Vec<String>; 2] {
+    [
+        canonical(&table(dir, "windows").rows),
+        canonical(&table(dir, "alerts").rows),
+    ]
+}
+
+/// The checkpoint ids of the table's snapshots, in commit order; checks that every snapshot
+/// is weir's, each the child of the one before.
+fn checkpoint_ids(read: &IcebergRead) -> Vec<u64> {
+    let mut parent = serde_json::Value::Null;
+    read.snapshots
+        .iter()
+        .map(|s| {
+            assert_eq!(s["parent"], parent, "snapshots form one line: {s}");
+            parent = s["id"].clone();
+            let summary = &s["summary"];
+            assert_eq!(summary["weir.job-id"], "iceberg-fraud", "{s}");
+            summary["weir.checkpoint-id"]
+                .as_str()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("no weir.checkpoint-id: {s}"))
+        })
+        .collect()
+}
+
+#[test]
+fn tables_hold_what_the_file_sinks_hold_at_one_two_and_three_workers() {
+    let mut reference: Option<[Vec<String>; 2]> = None;
+    for workers in [1, 2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        job(d, true);
+        let out = wait(spawn(d, workers, false, None), Duration::from_secs(120));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let files = [
+            canonical(&json_lines(&d.join("out/windows.jsonl"))),
+            canonical(&json_lines(&d.join("out/alerts.jsonl"))),
+        ];
+        assert!(files[0].len() > 100 && files[1].len() > 5, "{files:?}");
+        let got = tables(d);
+        assert_eq!(got, files, "{workers} workers: the tables equal the files");
+        if let Some(r) = &reference {
+            assert_eq!(&got, r, "{workers} workers: the same tables as at 1 worker");
+        }
+        reference = Some(got);
+
+        let windows = table(d, "windows");
+        let ids = checkpoint_ids(&windows);
+        assert!(
+            ids.len() >= 3,
+            "one snapshot per checkpoint with rows (a run of ~2.5 s at 200 ms): {ids:?}"
+        );
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "one per checkpoint: {ids:?}"
+        );
+        assert_eq!(
+            windows.spec,
+            vec![serde_json::json!({"name": "window_end_day", "transform": "day", "source_id": 3})]
+        );
+        assert!(windows
+            .files
+            .iter()
+            .all(|f| f.contains("/data/window_end_day=")
+                && f.contains("/weir-iceberg_fraud-windows-w")));
+        let mut unique = windows.files.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), windows.files.len());
+    }
+}
+
+#[test]
+fn without_checkpoints_the_tables_are_written_at_least_once_and_here_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    job(d, false);
+    let out = wait(spawn(d, 2, false, None), Duration::from_secs(120));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let files = [
+        canonical(&json_lines(&d.join("out/windows.jsonl"))),
+        canonical(&json_lines(&d.join("out/alerts.jsonl"))),
+    ];
+    assert_eq!(tables(d), files);
+}
+
+/// Aborts the run at `point` (the third time), restores it at another worker count, and
+/// compares the tables with those of a run that never failed. Returns the recovery counts.
+fn crash_in_commit(point: &str) -> (usize, usize) {
+    let reference = tempfile::tempdir().unwrap();
+    job(reference.path(), true);
+    let out = wait(
+        spawn(reference.path(), 2, false, None),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = tables(reference.path());
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    job(d, true);
+    let out = wait(
+        spawn(d, 2, false, Some(&format!("{point}:3"))),
+        Duration::from_secs(120),
+    );
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains(&format!("crash point `{point}`")),
+        "the run did not crash at {point}: {err}"
+    );
+    let out = wait(spawn(d, 3, true, None), Duration::from_secs(120));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming job"), "{err}");
+    assert_eq!(tables(d), expected, "after a crash at {point}");
+    for name in ["windows", "alerts"] {
+        let ids = checkpoint_ids(&table(d, name));
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{name}: no checkpoint committed twice: {ids:?}"
+        );
+    }
+    recovered(&err)
+}
+
+#[test]
+fn a_crash_before_the_commit_is_committed_by_the_restored_run() {
+    let (_, again) = crash_in_commit("iceberg.before_commit");
+    assert!(again >= 1, "the interrupted batch is committed on restore");
+}
+
+#[test]
+fn a_crash_after_the_commit_is_found_in_the_snapshot_ancestry_and_not_repeated() {
+    let (skipped, _) = crash_in_commit("iceberg.after_commit");
+    assert!(
+        skipped >= 1,
+        "the committed batch is recognised and skipped"
+    );
+}
+
+#[test]
+fn a_catalog_that_is_not_there_is_an_error_naming_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = weir_tests::free_port();
+    let spec = format!(
+        r#"
+name: no-catalog
+sources:
+  payments: {{ kind: generator, stream: payments, events: 100 }}
+sinks:
+  table: {{ from: payments, kind: iceberg, catalog: "http://127.0.0.1:{port}", table: db.payments }}
+"#
+    );
+    std::fs::write(d.join("job.yaml"), spec).unwrap();
+    let out = wait(spawn(d, 1, false, None), Duration::from_secs(90));
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("sink `table`") && err.contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
