@@ -1,10 +1,11 @@
-//! Exactly-once from Kafka to Kafka and Redis across crashes: the fraud job reads payments from
-//! a real broker (noida-db), checkpoints, and writes alerts and window results in one
-//! transaction per checkpoint, and to Redis (Debian's redis-server) as versioned writes. It is
-//! killed with SIGKILL at random moments, or made to abort in the middle of a commit, and
-//! restarted with `--restore latest` at changing worker counts; the topics, read committed by
-//! kcat (an independent client), and the Redis keys, read by redis-cli, must equal those of a
-//! run that never failed.
+//! Exactly-once from Kafka to Kafka, Redis and Iceberg across crashes: the fraud job reads
+//! payments from a real broker (noida-db), checkpoints, and writes alerts and window results in
+//! one transaction per checkpoint, to Redis (Debian's redis-server) as versioned writes, and to
+//! Iceberg tables (SQL catalog on SQLite) as one snapshot per checkpoint. It is killed with
+//! SIGKILL at random moments, or made to abort in the middle of a commit, and restarted with
+//! `--restore latest` at changing worker counts; the topics, read committed by kcat (an
+//! independent client), the Redis keys, read by redis-cli, and the tables, read by PyIceberg,
+//! must equal those of a run that never failed.
 
 mod common;
 
@@ -14,12 +15,13 @@ use std::time::Duration;
 
 use common::kafka::{kcat_payments, kcat_read, PAYMENTS_SCHEMA};
 use common::{recovered, stderr, wait, weir, Lcg};
-use weir_tests::{KafkaBroker, RedisServer};
+use weir_tests::{read_iceberg, KafkaBroker, RedisServer};
 
-/// The fraud job over `payments`, writing to topics `<prefix>alerts` and `<prefix>windows`
-/// and to Redis at `redis` (window hashes, alert streams per user).
+/// The fraud job over `payments`, writing to topics `<prefix>alerts` and `<prefix>windows`,
+/// to Redis at `redis` (window hashes, alert streams per user) and to Iceberg tables in `dir`.
 fn job(dir: &Path, broker: &KafkaBroker, redis: &str, prefix: &str, interval: &str) {
     let b = broker.bootstrap();
+    let d = dir.display();
     let spec = format!(
         r#"
 name: fraud-{prefix}eo
@@ -41,6 +43,8 @@ sinks:
   windows: {{ from: per_merchant, kind: kafka, brokers: "{b}", topic: {prefix}windows, key: merchant, partitions: 4 }}
   windows_redis: {{ from: per_merchant, kind: redis, url: "{redis}", key: "m:{{merchant}}:{{window_start}}", mode: hash }}
   alerts_redis: {{ from: bursts, kind: redis, url: "{redis}", key: "alerts:{{user_id}}", mode: stream }}
+  windows_table: {{ from: per_merchant, kind: iceberg, catalog: "sqlite://{d}/catalog.db", warehouse: "file://{d}/warehouse", table: fraud.windows, partition_by: ["day(window_end)"] }}
+  alerts_table: {{ from: bursts, kind: iceberg, catalog: "sqlite://{d}/catalog.db", warehouse: "file://{d}/warehouse", table: fraud.alerts }}
 "#
     );
     std::fs::write(dir.join("job.yaml"), spec).unwrap();
@@ -61,30 +65,54 @@ fn spawn(dir: &Path, workers: usize, restore: bool, crash_at: Option<&str>) -> C
     cmd.spawn().expect("spawn weir")
 }
 
-/// The committed contents of the job's two output topics, sorted, and its Redis database.
-fn outputs(broker: &KafkaBroker, prefix: &str, redis: &RedisServer, db: u32) -> [Vec<String>; 3] {
+/// What the job wrote: its two output topics (committed, sorted), its Redis database and
+/// its two Iceberg tables in `dir` (rows, sorted).
+fn outputs(
+    dir: &Path,
+    broker: &KafkaBroker,
+    prefix: &str,
+    redis: &RedisServer,
+    db: u32,
+) -> [Vec<String>; 5] {
+    let table = |name: &str| {
+        read_iceberg(
+            &dir.join("catalog.db"),
+            "weir",
+            &format!("file://{}/warehouse", dir.display()),
+            &format!("fraud.{name}"),
+        )
+        .canonical_rows()
+    };
     [
         kcat_read(broker, &format!("{prefix}alerts")),
         kcat_read(broker, &format!("{prefix}windows")),
         redis.dump(db),
+        table("alerts"),
+        table("windows"),
     ]
 }
 
 /// A run that never fails, into topics `ref-*` and Redis database 0.
-fn reference(broker: &KafkaBroker, redis: &RedisServer) -> [Vec<String>; 3] {
+fn reference(broker: &KafkaBroker, redis: &RedisServer) -> [Vec<String>; 5] {
     let dir = tempfile::tempdir().unwrap();
     job(dir.path(), broker, &redis.url(0), "ref-", "300ms");
     let out = wait(spawn(dir.path(), 2, false, None), Duration::from_secs(180));
     assert!(out.status.success(), "{}", stderr(&out));
-    let expected = outputs(broker, "ref-", redis, 0);
+    let expected = outputs(dir.path(), broker, "ref-", redis, 0);
     assert!(expected.iter().all(|t| !t.is_empty()));
     expected
 }
 
-fn assert_same(got: &[Vec<String>; 3], want: &[Vec<String>; 3]) {
-    for (name, (g, w)) in ["alerts", "windows", "redis"]
-        .iter()
-        .zip(got.iter().zip(want))
+fn assert_same(got: &[Vec<String>; 5], want: &[Vec<String>; 5]) {
+    for (name, (g, w)) in [
+        "alerts",
+        "windows",
+        "redis",
+        "alerts table",
+        "windows table",
+    ]
+    .iter()
+    .zip(got.iter().zip(want))
     {
         let missing: Vec<&String> = w.iter().filter(|m| !g.contains(m)).collect();
         let extra: Vec<&String> = g.iter().filter(|m| !w.contains(m)).collect();
@@ -164,7 +192,7 @@ fn killed_ten_times_the_topics_hold_each_result_exactly_once() {
         "most restarts resume from a checkpoint (only {resumed} of {} did)",
         kills - 1
     );
-    assert_same(&outputs(&broker, "", &redis, 1), &expected);
+    assert_same(&outputs(d, &broker, "", &redis, 1), &expected);
 }
 
 /// Aborts the process at `point` (the second time it is reached), restarts it, and checks the
@@ -192,7 +220,7 @@ fn crash_in_commit(point: &str, prefix: &str) -> (usize, usize) {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("resuming job"), "{err}");
-    assert_same(&outputs(&broker, prefix, &redis, 1), &expected);
+    assert_same(&outputs(d, &broker, prefix, &redis, 1), &expected);
     recovered(&err)
 }
 

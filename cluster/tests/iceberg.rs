@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
 use common::{recovered, stderr, wait, weir};
-use weir_tests::{json_lines, read_iceberg, IcebergRead};
+use weir_tests::{canonical, json_lines, read_iceberg, IcebergRead};
 
 /// The fraud job on the generator: window results partitioned by day and alerts, each to a
 /// table and to a file (timestamps in milliseconds, as PyIceberg's rows are compared).
@@ -66,25 +65,11 @@ fn table(dir: &Path, name: &str) -> IcebergRead {
     )
 }
 
-/// Rows as canonical JSON text (keys sorted), sorted.
-fn canonical(rows: &[serde_json::Value]) -> Vec<String> {
-    let mut out: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let sorted: BTreeMap<&String, &serde_json::Value> =
-                r.as_object().expect("a row").iter().collect();
-            serde_json::to_string(&sorted).unwrap()
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Both tables' rows, canonical.
 fn tables(dir: &Path) -> [Vec<String>; 2] {
     [
-        canonical(&table(dir, "windows").rows),
-        canonical(&table(dir, "alerts").rows),
+        table(dir, "windows").canonical_rows(),
+        table(dir, "alerts").canonical_rows(),
     ]
 }
 

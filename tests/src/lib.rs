@@ -343,6 +343,27 @@ pub struct IcebergRead {
     pub files: Vec<String>,
 }
 
+impl IcebergRead {
+    /// The rows as canonical JSON text (keys sorted), sorted: for comparing tables.
+    pub fn canonical_rows(&self) -> Vec<String> {
+        canonical(&self.rows)
+    }
+}
+
+/// Rows as canonical JSON text (keys sorted), sorted.
+pub fn canonical(rows: &[serde_json::Value]) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let sorted: std::collections::BTreeMap<&String, &serde_json::Value> =
+                r.as_object().expect("a row").iter().collect();
+            serde_json::to_string(&sorted).expect("JSON")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The Python with PyIceberg: `WEIR_PYTHON` (scripts/test.sh sets it) or the tools venv.
 fn python() -> String {
     std::env::var("WEIR_PYTHON").unwrap_or_else(|_| {
