@@ -9,14 +9,17 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{run, stderr, weir, Lcg};
+use weir_tests::read_iceberg;
 
 /// A windowed aggregate and a fraud rule over generated payments, paced to last 10 s,
-/// checkpointing every 200 ms into `store/`.
+/// checkpointing every 200 ms into `store/`; the aggregate also goes to an Iceberg table.
 fn job(dir: &Path) -> std::path::PathBuf {
-    let spec = r#"
+    let d = dir.display();
+    let spec = format!(
+        r#"
 name: crash-test
 tick: 50ms
-checkpoint: { interval: 200ms, store: store, retain: 3 }
+checkpoint: {{ interval: 200ms, store: store, retain: 3 }}
 sources:
   payments:
     kind: generator
@@ -26,29 +29,40 @@ sources:
     partitions: 4
     seed: 11
     malformed: 0.01
-    event_time: { max_out_of_orderness: 1s }
+    event_time: {{ max_out_of_orderness: 1s }}
 steps:
-  per_user: { from: payments, key: user_id, window: { kind: tumbling, size: 10s }, aggregates: { n: "count(*)", total: "sum(amount)" } }
-  bursts: { from: payments, rule: { key: user_id, count_over: 20s, threshold: 3, id: payment_id } }
+  per_user: {{ from: payments, key: user_id, window: {{ kind: tumbling, size: 10s }}, aggregates: {{ n: "count(*)", total: "sum(amount)" }} }}
+  bursts: {{ from: payments, rule: {{ key: user_id, count_over: 20s, threshold: 3, id: payment_id }} }}
 sinks:
-  per_user: { from: per_user, kind: file, path: out/per_user.jsonl }
-  alerts: { from: bursts, kind: file, path: out/alerts.jsonl }
-  bad: { from: payments.dead_letter, kind: file, path: out/bad.jsonl }
-"#;
+  per_user: {{ from: per_user, kind: file, path: out/per_user.jsonl }}
+  alerts: {{ from: bursts, kind: file, path: out/alerts.jsonl }}
+  bad: {{ from: payments.dead_letter, kind: file, path: out/bad.jsonl }}
+  per_user_table: {{ from: per_user, kind: iceberg, catalog: "sqlite://{d}/catalog.db", warehouse: "file://{d}/warehouse", table: crash.per_user }}
+"#
+    );
     let path = dir.join("job.yaml");
     std::fs::write(&path, spec).unwrap();
     path
 }
 
+/// The job's files, and its table as PyIceberg reads it (rows, canonical, sorted).
 fn outputs(dir: &Path) -> Vec<(String, String)> {
-    ["per_user", "alerts", "bad"]
+    let mut out: Vec<(String, String)> = ["per_user", "alerts", "bad"]
         .iter()
         .map(|n| {
             let text = std::fs::read_to_string(dir.join(format!("out/{n}.jsonl")))
                 .unwrap_or_else(|e| panic!("out/{n}.jsonl: {e}"));
             (n.to_string(), text)
         })
-        .collect()
+        .collect();
+    let table = read_iceberg(
+        &dir.join("catalog.db"),
+        "weir",
+        &format!("file://{}/warehouse", dir.display()),
+        "crash.per_user",
+    );
+    out.push(("per_user table".into(), table.canonical_rows().join("\n")));
+    out
 }
 
 fn spawn(dir: &Path, workers: usize, restore: bool) -> Child {
