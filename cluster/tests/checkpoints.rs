@@ -304,3 +304,85 @@ fn two_processes_killed_and_restored_as_two_others_equal_a_run_without_failure()
         );
     }
 }
+
+#[test]
+fn stopped_with_a_savepoint_on_sigterm_and_restored_the_outputs_equal_a_run_without_stop() {
+    let reference = tempfile::tempdir().unwrap();
+    job(reference.path());
+    let out = run(&["run", "job.yaml", "--workers", "2"], reference.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = outputs(reference.path());
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    job(d);
+    let child = weir()
+        .args(["run", "job.yaml", "--workers", "2", "--savepoint-on-stop"])
+        .env("WEIR_LOG", "warn,weir_jobs=info")
+        .current_dir(d)
+        .spawn()
+        .expect("spawn weir");
+    // Stop it once it has completed a couple of checkpoints (the job runs ~10 s).
+    let root = d.join("store/crash-test");
+    let started = Instant::now();
+    let complete = || {
+        std::fs::read_dir(&root)
+            .map(|e| {
+                e.flatten()
+                    .filter(|e| e.path().join("_MANIFEST").exists())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while complete() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = common::wait(child, Duration::from_secs(60));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("stopped with savepoint chk-"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the run stopped early, not at the end of its input: {err}"
+    );
+    // The savepoint is named in its manifest (and kept by retention).
+    let savepoint = err
+        .split("stopped with savepoint ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .expect("the savepoint's name");
+    let manifest = std::fs::read_to_string(root.join(savepoint).join("_MANIFEST")).unwrap();
+    assert!(manifest.contains("\"savepoint\": \"stop-"), "{manifest}");
+
+    // Resumed from the savepoint at three workers: as if never stopped.
+    let out = common::wait(spawn(d, 3, true), Duration::from_secs(120));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming job"), "{err}");
+    for ((name, got), (_, want)) in outputs(d).iter().zip(&expected) {
+        assert!(got == want, "{name} differs from the run without a stop");
+    }
+
+    // Without checkpoints there is nothing to take a savepoint in.
+    std::fs::write(
+        d.join("plain.yaml"),
+        "name: plain\nsources:\n  p: { kind: generator, stream: payments, events: 10 }\nsinks:\n  o: { from: p, kind: stdout }\n",
+    )
+    .unwrap();
+    let out = run(&["run", "plain.yaml", "--savepoint-on-stop"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no `checkpoint:` section"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -28,6 +28,8 @@ use crate::state::{CheckpointSchedule, StateBackend, StateError};
 use crate::store::{Store, StoreError};
 
 const MANIFEST: &str = "_MANIFEST";
+/// The savepoint that ends a stopped run, in its stop directory.
+const SAVEPOINT: &str = "_SAVEPOINT";
 
 /// How far after a run's first epoch its final checkpoint lies.
 const FINAL_OFFSET: Epoch = 1 << 40;
@@ -131,6 +133,9 @@ pub struct Completion {
     /// One past the newest complete checkpoint epoch (0: none yet).
     newest: AtomicU64,
     last_look: Mutex<Option<Instant>>,
+    /// Per two-phase sink instance of the process (participant, worker): every batch up to
+    /// this epoch is committed.
+    committed: Mutex<std::collections::HashMap<(String, usize), Epoch>>,
 }
 
 impl Completion {
@@ -144,6 +149,22 @@ impl Completion {
     /// Records that checkpoint `epoch` is complete.
     pub fn completed(&self, epoch: Epoch) {
         self.newest.fetch_max(epoch + 1, Ordering::AcqRel);
+    }
+
+    /// Records that sink `participant` on `worker` has committed every batch up to `epoch`
+    /// (a sink registers with 0 when it is built).
+    pub fn committed_through(&self, participant: &str, worker: usize, epoch: Epoch) {
+        let mut committed = self.committed.lock().expect("completion lock");
+        let e = committed
+            .entry((participant.to_string(), worker))
+            .or_default();
+        *e = (*e).max(epoch);
+    }
+
+    /// Whether every two-phase sink of this process has committed every batch up to `epoch`.
+    pub fn all_committed_through(&self, epoch: Epoch) -> bool {
+        let committed = self.committed.lock().expect("completion lock");
+        committed.values().all(|e| *e >= epoch)
     }
 }
 
@@ -168,6 +189,56 @@ impl CheckpointRun {
     /// The run's first checkpoint epoch.
     pub fn first_checkpoint(&self) -> Option<Epoch> {
         self.next_at_or_after(self.first_epoch)
+    }
+
+    /// The run's stop directory: sources record where they stopped reading, and the savepoint
+    /// that ends the run is announced (unique per run: named by its first epoch).
+    fn stop_dir(&self) -> String {
+        format!("stop-{:020}", self.first_epoch)
+    }
+
+    /// Records that `participant` on `worker` stopped reading after `epoch` (a stop with
+    /// savepoint).
+    pub fn stopped(
+        &self,
+        participant: &str,
+        worker: usize,
+        epoch: Epoch,
+    ) -> Result<(), StoreError> {
+        let path = format!("{}/{participant}@w{worker}", self.stop_dir());
+        self.checkpoints
+            .put_job_file(&path, epoch.to_string().into_bytes())
+    }
+
+    /// Every recorded stop: participant, worker, the epoch after which it stopped.
+    pub fn stops(&self) -> Result<Vec<(String, usize, Epoch)>, StoreError> {
+        let mut stops = Vec::new();
+        for (file, bytes) in self.checkpoints.job_files(&self.stop_dir())? {
+            let Some((participant, worker)) = file.rsplit_once("@w") else {
+                continue;
+            };
+            let epoch = String::from_utf8_lossy(&bytes).trim().parse().ok();
+            if let (Ok(w), Some(e)) = (worker.parse(), epoch) {
+                stops.push((participant.to_string(), w, e));
+            }
+        }
+        Ok(stops)
+    }
+
+    /// Announces the complete savepoint that ends the run.
+    pub fn announce_savepoint(&self, epoch: Epoch) -> Result<(), StoreError> {
+        let path = format!("{}/{SAVEPOINT}", self.stop_dir());
+        self.checkpoints
+            .put_job_file(&path, epoch.to_string().into_bytes())
+    }
+
+    /// The announced savepoint that ends the run, if any yet.
+    pub fn announced_savepoint(&self) -> Result<Option<Epoch>, StoreError> {
+        let path = format!("{}/{SAVEPOINT}", self.stop_dir());
+        Ok(self
+            .checkpoints
+            .get_job_file(&path)?
+            .and_then(|b| String::from_utf8_lossy(&b).trim().parse().ok()))
     }
 
     /// Whether checkpoint `epoch`, or a later one, is complete: everything written for it
@@ -253,6 +324,31 @@ impl Checkpoints {
         format!("{}/{}/{file}", self.job, dir(epoch))
     }
 
+    /// Writes a file of the job outside any checkpoint (stop markers).
+    fn put_job_file(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.store.put(&format!("{}/{path}", self.job), bytes)
+    }
+
+    /// A file of the job outside any checkpoint.
+    fn get_job_file(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(&format!("{}/{path}", self.job))
+    }
+
+    /// The files of the job under `dir` (outside any checkpoint): name under `dir`, content.
+    fn job_files(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = format!("{}/{dir}/", self.job);
+        let mut out = Vec::new();
+        for (path, _) in self.store.list(&format!("{}/{dir}", self.job))? {
+            let Some(name) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            if let Some(bytes) = self.store.get(&path)? {
+                out.push((name.to_string(), bytes));
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes one framed file of checkpoint `epoch`.
     pub fn write(&self, epoch: Epoch, file: &str, payload: &[u8]) -> Result<(), StoreError> {
         self.store.put(&self.path(epoch, file), frame(payload))
@@ -300,6 +396,18 @@ impl Checkpoints {
         workers: usize,
         retain: usize,
     ) -> Result<Manifest, String> {
+        self.complete_as(epoch, participants, workers, retain, None)
+    }
+
+    /// [`Checkpoints::complete`], naming the checkpoint a savepoint (kept by retention).
+    pub fn complete_as(
+        &self,
+        epoch: Epoch,
+        participants: &[Participant],
+        workers: usize,
+        retain: usize,
+        savepoint: Option<String>,
+    ) -> Result<Manifest, String> {
         let prefix = format!("{}/{}", self.job, dir(epoch));
         let files = self.files(epoch).map_err(|e| e.to_string())?;
         let mut missing = Vec::new();
@@ -327,7 +435,7 @@ impl Checkpoints {
                 .map_or(0, |d| d.as_millis() as u64),
             workers,
             files,
-            savepoint: None,
+            savepoint,
             generation: self.generation,
         };
         let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod runtime;
 pub mod state;
 pub mod stats;
+pub mod stop;
 pub mod store;
 pub mod watermark;
 

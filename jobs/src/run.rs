@@ -116,6 +116,10 @@ struct Completer {
     failed_in_a_row: u32,
     workers: usize,
     finished: bool,
+    /// A stop with savepoint: the checkpoint chosen as the savepoint, once every source has
+    /// stopped reading.
+    savepoint: Option<Epoch>,
+    last_stop_look: Option<Instant>,
 }
 
 impl Completer {
@@ -127,6 +131,8 @@ impl Completer {
             failed_in_a_row: 0,
             workers,
             finished: false,
+            savepoint: None,
+            last_stop_look: None,
         }
     }
 
@@ -165,8 +171,50 @@ impl Completer {
         Ok(())
     }
 
+    /// On a stop with savepoint, once every source (on every worker) has stopped reading:
+    /// the first checkpoint at or after the last stop is the savepoint.
+    fn choose_savepoint(&mut self) {
+        if self.savepoint.is_some() || !weir_engine::stop::requested() {
+            return;
+        }
+        if self
+            .last_stop_look
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(50))
+        {
+            return;
+        }
+        self.last_stop_look = Some(Instant::now());
+        let run = &self.durable.setup.run;
+        let sources: Vec<String> = self
+            .participants()
+            .into_iter()
+            .filter(|p| p.name.starts_with("source."))
+            .map(|p| p.name)
+            .collect();
+        let stops = match run.stops() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("stop with savepoint: {e}");
+                return;
+            }
+        };
+        let all = sources.iter().all(|name| {
+            (0..self.workers).all(|w| stops.iter().any(|(p, sw, _)| p == name && *sw == w))
+        });
+        if all {
+            let last = stops.iter().map(|(_, _, e)| *e).max().unwrap_or(0);
+            self.savepoint = run.next_at_or_after(last);
+            if let Some(s) = self.savepoint {
+                tracing::info!(
+                    "every source has stopped reading: checkpoint {s} will be the savepoint"
+                );
+            }
+        }
+    }
+
     /// Completes every checkpoint the probe has passed; `Err` when too many failed in a row.
     fn poll(&mut self, probe: &ProbeHandle<Epoch>) -> Result<(), String> {
+        self.choose_savepoint();
         while let Some(c) = self.next {
             if probe.less_equal(&c) || probe.done() {
                 // Not there yet; or the run has ended (nothing is checkpointed after the end).
@@ -197,7 +245,15 @@ impl Completer {
                     }
                 }
             }
-            match checkpoints.complete(c, &participants, self.workers, self.durable.retain) {
+            let savepoint = (self.savepoint == Some(c)).then(|| format!("stop-{c}"));
+            let is_savepoint = savepoint.is_some();
+            match checkpoints.complete_as(
+                c,
+                &participants,
+                self.workers,
+                self.durable.retain,
+                savepoint,
+            ) {
                 Err(_) if input_ended() => {
                     // A source has ended its input: the run drains, nothing more is
                     // checkpointed.
@@ -209,6 +265,13 @@ impl Completer {
                     tracing::info!("checkpoint {c} complete ({} files)", m.files.len());
                     self.durable.setup.run.completion.completed(c);
                     self.failed_in_a_row = 0;
+                    if is_savepoint {
+                        self.durable
+                            .setup
+                            .run
+                            .announce_savepoint(c)
+                            .map_err(|e| format!("savepoint {c}: {e}"))?;
+                    }
                 }
                 Err(e) => {
                     self.failed_in_a_row += 1;
@@ -264,6 +327,8 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Final counters of this process.
     pub stats: StatsSnapshot,
+    /// The savepoint a stopped run ended with (`--savepoint-on-stop`).
+    pub savepoint: Option<Epoch>,
 }
 
 /// Runs `plan` to completion on this process's workers.
@@ -281,12 +346,15 @@ pub fn run(
     }
     let durable = options.durable.clone();
     let worker_failures = failures.clone();
+    let stopped = Arc::new(std::sync::Mutex::new(None));
+    let stopped_at = stopped.clone();
     let result = execute(&options.cluster, options.connect_timeout, move |worker| {
         let probe = worker.dataflow::<Epoch, _, _>(|scope| build(scope, &plan, &ctx))?;
         let mut completer = durable
             .clone()
             .filter(|_| worker.index() == 0)
             .map(|d| Completer::new(d, worker.peers()));
+        let mut stop = durable.as_ref().map(|d| StopWatch::new(&d.setup.run));
         // Until every operator has finished: after the probe is done, two-phase sinks still
         // wait for the final checkpoint to commit their last batches.
         loop {
@@ -305,6 +373,14 @@ pub fn run(
                 }
                 return Err(worker_failures.first().unwrap_or_default());
             }
+            if let Some(savepoint) = stop.as_mut().and_then(|s| s.done()) {
+                // Stopped with a savepoint that every sink of this process has committed.
+                for dataflow in worker.installed_dataflows() {
+                    worker.drop_dataflow(dataflow);
+                }
+                stopped_at.lock().expect("stop lock").replace(savepoint);
+                break;
+            }
             if !worker.step_or_park(Some(Duration::from_millis(20))) && probe.done() {
                 break;
             }
@@ -316,8 +392,48 @@ pub fn run(
         return Err(RunError::Failed(message));
     }
     result?;
+    let savepoint = *stopped.lock().expect("stop lock");
     Ok(RunSummary {
         elapsed: started.elapsed(),
         stats: stats.snapshot(),
+        savepoint,
     })
+}
+
+/// Watches for the end of a stop with savepoint on one worker: the savepoint announced
+/// (complete) and every two-phase sink of the process committed through it.
+struct StopWatch {
+    run: CheckpointRun,
+    savepoint: Option<Epoch>,
+    last_look: Option<Instant>,
+}
+
+impl StopWatch {
+    fn new(run: &CheckpointRun) -> Self {
+        StopWatch {
+            run: run.clone(),
+            savepoint: None,
+            last_look: None,
+        }
+    }
+
+    /// The savepoint, once the run may end on it.
+    fn done(&mut self) -> Option<Epoch> {
+        if !weir_engine::stop::requested() {
+            return None;
+        }
+        if self.savepoint.is_none() {
+            if self
+                .last_look
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(50))
+            {
+                return None;
+            }
+            self.last_look = Some(Instant::now());
+            self.savepoint = self.run.announced_savepoint().ok().flatten();
+        }
+        let s = self.savepoint?;
+        self.run.completion.completed(s);
+        self.run.completion.all_committed_through(s).then_some(s)
+    }
 }

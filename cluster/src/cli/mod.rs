@@ -4,6 +4,7 @@ mod diff;
 mod gen;
 mod progress;
 mod run;
+mod signals;
 
 use std::path::PathBuf;
 

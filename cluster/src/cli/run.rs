@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// one; a fresh start when there is none) or `chk-<epoch>`.
     #[arg(long, value_name = "latest|chk-EPOCH")]
     restore: Option<String>,
+    /// On SIGTERM or Ctrl-C, stop with a savepoint: sources stop reading (windows are not
+    /// flushed), the next checkpoint becomes a savepoint kept by retention, sinks commit it,
+    /// and the run ends; `--restore latest` continues from it. A second signal aborts.
+    #[arg(long)]
+    savepoint_on_stop: bool,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -109,6 +114,15 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         }
     };
 
+    if args.savepoint_on_stop {
+        if plan.checkpoint.is_none() {
+            return Err(CliError::Usage(format!(
+                "--savepoint-on-stop: job `{}` has no `checkpoint:` section to take a savepoint in",
+                plan.name
+            )));
+        }
+        super::signals::stop_with_savepoint_on_signal();
+    }
     let stats = Arc::new(JobStats::default());
     let progress = show.then(|| Progress::start(&plan.name, stats.clone()));
     let durable = Durable::for_plan(&plan, args.restore.as_deref()).map_err(CliError::Usage)?;
@@ -149,5 +163,10 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         s.late,
         s.dead_letters
     );
+    if let Some(savepoint) = summary.savepoint {
+        eprintln!(
+            "stopped with savepoint chk-{savepoint:020}: resume with --restore latest (or --restore chk-{savepoint:020})"
+        );
+    }
     Ok(())
 }

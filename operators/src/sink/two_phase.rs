@@ -113,6 +113,9 @@ pub fn two_phase_sink<'scope, S: TwoPhase>(
         }
     }
 
+    if let Some(run) = &checkpoints {
+        run.completion.committed_through(&participant, worker, 0);
+    }
     builder.build_reschedule(move |mut initial| {
         let mut cap = initial.pop();
         // Staged items by batch id.
@@ -204,6 +207,15 @@ pub fn two_phase_sink<'scope, S: TwoPhase>(
                 failed = true;
                 cap = None;
                 return false;
+            }
+            if let Some(run) = &checkpoints {
+                // For a stop with savepoint: how far this sink has committed.
+                let through = match prepared.first() {
+                    Some((id, _)) => id.saturating_sub(1),
+                    None => next_checkpoint.map_or(Epoch::MAX, |n| n.saturating_sub(1)),
+                };
+                run.completion
+                    .committed_through(&participant, worker, through);
             }
             // The frontier of `done`: the next checkpoint to prepare, or (without checkpoints)
             // the input's own.

@@ -390,6 +390,8 @@ pub fn source<'scope>(
         let mut closed: VecDeque<Epoch> = VecDeque::new();
         // Checkpoint epochs done downstream, waiting for their checkpoint to complete.
         let mut awaiting: VecDeque<Epoch> = VecDeque::new();
+        // A stop with savepoint was asked for: no more reading, epochs go on.
+        let mut stopped = false;
 
         move |_frontiers| {
             // Tell readers which epochs the sinks have finished, for committing positions to
@@ -433,12 +435,23 @@ pub fn source<'scope>(
                     partitions.push(p);
                 }
             }
+            if !stopped && weir_engine::stop::requested() {
+                if let Some(c) = &config.checkpoints {
+                    // Stop reading, without ending the input (no end-of-stream watermark: no
+                    // window is flushed); the savepoint after every source's stop ends the run.
+                    stopped = true;
+                    tracing::info!("source `{}` stopped reading in epoch {epoch} (stop with savepoint)", config.name);
+                    if let Err(e) = c.stopped(&names::source(&config.name), worker as usize, epoch) {
+                        failures.report(format!("source `{}`: cannot record its stop: {e}", config.name));
+                    }
+                }
+            }
             let now = Instant::now();
             let behind = progress.as_ref().is_some_and(|p| {
                 p.less_than(&epoch.saturating_sub(config.max_inflight_epochs))
             });
             let mut failed = false;
-            if !behind && !partitions.is_empty() {
+            if !behind && !partitions.is_empty() && !stopped {
                 let mut read = 0usize;
                 let mut visited = 0;
                 while read < BATCH && visited < partitions.len() && now.elapsed() < SLICE {
@@ -535,7 +548,7 @@ pub fn source<'scope>(
             } else {
                 (active.iter().map(|p| p.watermark.current()).min().unwrap_or(WATERMARK_END), false)
             };
-            if local > reported || idle != reported_idle {
+            if !stopped && (local > reported || idle != reported_idle) {
                 reported = reported.max(local);
                 reported_idle = idle;
                 let report = LocalWatermark { worker, watermark: reported, idle };
@@ -584,7 +597,7 @@ pub fn source<'scope>(
                     _ => ready = true,
                 }
             }
-            if ready && !behind {
+            if ready && !behind && !stopped {
                 activator.activate();
             } else {
                 let pause = if behind { Duration::from_millis(1) } else { wake.unwrap_or(until_tick) };
