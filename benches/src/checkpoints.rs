@@ -37,47 +37,73 @@ sinks:
     )
 }
 
-/// Throughput with checkpoints off / every 10 s / every 1 s.
-fn throughput(events: u64, workers: usize) -> Result<()> {
-    println!("\nfraud job ({events} generated payments, {workers} worker(s)): checkpoint interval vs throughput");
-    println!(
-        "{:<14} {:>8} {:>12} {:>8} {:>14} {:>12}",
-        "checkpoints", "wall s", "events/s", "cpu s", "events/cpu-s", "checkpoints"
+/// One run of the fraud job with checkpoints every `interval` (or none): (wall s, CPU s,
+/// events in, checkpoints taken).
+fn fraud_run(events: u64, workers: usize, interval: Option<&str>) -> Result<(f64, f64, u64, usize)> {
+    let dir = tempfile::tempdir()?;
+    let store = format!("file://{}/store", dir.path().display());
+    let spec = fraud_spec(events, interval.map(|i| (i, store.as_str())));
+    let plan = Arc::new(weir_jobs::load_spec(&spec, &[]).map_err(|e| anyhow!("{e}"))?);
+    let mut options = RunOptions::local(workers);
+    options.durable = Durable::for_plan(&plan, None).map_err(|e| anyhow!(e))?;
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let summary = run(plan, options, Arc::new(JobStats::default()))?;
+    let (wall, cpu) = (
+        t0.elapsed().as_secs_f64(),
+        (cpu_time() - cpu0).as_secs_f64(),
     );
-    let mut baseline = None;
-    for interval in [None, Some("10s"), Some("1s")] {
-        let dir = tempfile::tempdir()?;
-        let store = format!("file://{}/store", dir.path().display());
-        let spec = fraud_spec(events, interval.map(|i| (i, store.as_str())));
-        let plan = Arc::new(weir_jobs::load_spec(&spec, &[]).map_err(|e| anyhow!("{e}"))?);
-        let mut options = RunOptions::local(workers);
-        options.durable = Durable::for_plan(&plan, None).map_err(|e| anyhow!(e))?;
-        let (cpu0, t0) = (cpu_time(), Instant::now());
-        let summary = run(plan, options, Arc::new(JobStats::default()))?;
-        let (wall, cpu) = (
-            t0.elapsed().as_secs_f64(),
-            (cpu_time() - cpu0).as_secs_f64(),
-        );
-        let taken = std::fs::read_dir(dir.path().join("store/bench-fraud"))
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().join("_MANIFEST").exists())
-                    .count()
-            })
-            .unwrap_or(0);
-        let rate = summary.stats.records_in as f64 / cpu;
-        let cost = baseline.map_or(String::new(), |b: f64| {
-            format!(" ({:+.1}%)", (rate / b - 1.0) * 100.0)
-        });
-        baseline.get_or_insert(rate);
+    let taken = std::fs::read_dir(dir.path().join("store/bench-fraud"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("_MANIFEST").exists())
+                .count()
+        })
+        .unwrap_or(0);
+    Ok((wall, cpu, summary.stats.records_in, taken))
+}
+
+/// Throughput with checkpoints off / every 10 s / every 1 s: `repeat` rounds, each running
+/// the three settings in a rotated order (so none always runs first, on a cold allocator and
+/// page cache), compared by their medians.
+fn throughput(events: u64, workers: usize, repeat: usize) -> Result<()> {
+    println!("\nfraud job ({events} generated payments, {workers} worker(s)): checkpoint interval vs throughput, {repeat} interleaved rounds");
+    println!(
+        "{:<6} {:<12} {:>8} {:>12} {:>8} {:>14} {:>12}",
+        "round", "checkpoints", "wall s", "events/s", "cpu s", "events/cpu-s", "checkpoints"
+    );
+    let settings = [None, Some("10s"), Some("1s")];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
+    for round in 0..repeat.max(1) {
+        for k in 0..settings.len() {
+            let which = (round + k) % settings.len();
+            let interval = settings[which];
+            let (wall, cpu, records, taken) = fraud_run(events, workers, interval)?;
+            let rate = records as f64 / cpu;
+            rates[which].push(rate);
+            println!(
+                "{:<6} {:<12} {:>8.2} {:>12.0} {:>8.2} {:>14.0} {:>12}",
+                round + 1,
+                interval.unwrap_or("off"),
+                wall,
+                records as f64 / wall,
+                cpu,
+                rate,
+                taken
+            );
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = rates.iter_mut().map(median).collect();
+    println!("median events per CPU-second:");
+    for (interval, m) in settings.iter().zip(&medians) {
         println!(
-            "{:<14} {:>8.2} {:>12.0} {:>8.2} {:>14.0}{cost} {:>6}",
+            "  {:<12} {:>12.0} ({:+.1}% vs off)",
             interval.unwrap_or("off"),
-            wall,
-            summary.stats.records_in as f64 / wall,
-            cpu,
-            rate,
-            taken
+            m,
+            (m / medians[0] - 1.0) * 100.0
         );
     }
     Ok(())
@@ -139,7 +165,7 @@ fn store_path(bytes: usize, workers: usize) -> Result<(Duration, Duration, u64)>
 }
 
 /// Both parts.
-pub fn run_all(events: u64, workers: usize) -> Result<()> {
+pub fn run_all(events: u64, workers: usize, repeat: usize) -> Result<()> {
     println!(
         "one checkpoint's store path on local disk (file://), {workers} workers, 128 key groups"
     );
@@ -163,5 +189,5 @@ pub fn run_all(events: u64, workers: usize) -> Result<()> {
             worst.as_secs_f64()
         );
     }
-    throughput(events, workers)
+    throughput(events, workers, repeat)
 }

@@ -27,6 +27,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod checkpoints;
 mod kafka;
 mod operators;
+mod sinks;
 
 /// CPU time (user + sys, all threads) of this process so far, from `/proc/self/stat`.
 fn cpu_time() -> Duration {
@@ -334,7 +335,15 @@ fn main() -> Result<()> {
     }
     if what == "all" || what == "checkpoints" {
         println!();
-        checkpoints::run_all(events.unwrap_or(20_000_000), workers[workers.len() - 1])?;
+        checkpoints::run_all(
+            events.unwrap_or(20_000_000),
+            workers[workers.len() - 1],
+            repeat,
+        )?;
+    }
+    if what == "all" || what == "sinks" {
+        println!();
+        sinks::run_sinks(events.unwrap_or(2_000_000), &workers)?;
     }
     if ![
         "all",
@@ -344,11 +353,12 @@ fn main() -> Result<()> {
         "operators",
         "kafka",
         "checkpoints",
+        "sinks",
     ]
     .contains(&what)
     {
         bail!(
-            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka or checkpoints"
+            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka, checkpoints or sinks"
         );
     }
     Ok(())

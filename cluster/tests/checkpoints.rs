@@ -65,6 +65,17 @@ fn outputs(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// How many checkpoints under `root` (a job's directory in the store) are complete.
+fn complete_checkpoints(root: &Path) -> usize {
+    std::fs::read_dir(root)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("_MANIFEST").exists())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn spawn(dir: &Path, workers: usize, restore: bool) -> Child {
     let mut args = vec!["run".to_string(), "job.yaml".into(), "--workers".into()];
     args.push(workers.to_string());
@@ -266,16 +277,7 @@ fn two_processes_killed_and_restored_as_two_others_equal_a_run_without_failure()
     let (mut p0, mut p1) = spawn_two(dir.path(), 1, false);
     let root = dir.path().join("store/crash-test");
     let started = Instant::now();
-    let complete = |root: &Path| {
-        std::fs::read_dir(root)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().join("_MANIFEST").exists())
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    while complete(&root) < 2 {
+    while complete_checkpoints(&root) < 2 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no checkpoints completed"
@@ -325,16 +327,7 @@ fn stopped_with_a_savepoint_on_sigterm_and_restored_the_outputs_equal_a_run_with
     // Stop it once it has completed a couple of checkpoints (the job runs ~10 s).
     let root = d.join("store/crash-test");
     let started = Instant::now();
-    let complete = || {
-        std::fs::read_dir(&root)
-            .map(|e| {
-                e.flatten()
-                    .filter(|e| e.path().join("_MANIFEST").exists())
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    while complete() < 2 {
+    while complete_checkpoints(&root) < 2 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no checkpoints"

@@ -14,7 +14,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::kafka::{kcat_payments, kcat_read, PAYMENTS_SCHEMA};
-use common::{recovered, stderr, wait, weir, Lcg};
+use common::{recovered, spawn_job, stderr, wait, Lcg};
 use weir_tests::{read_iceberg, KafkaBroker, RedisServer};
 
 /// The fraud job over `payments`, writing to topics `<prefix>alerts` and `<prefix>windows`,
@@ -51,18 +51,7 @@ sinks:
 }
 
 fn spawn(dir: &Path, workers: usize, restore: bool, crash_at: Option<&str>) -> Child {
-    let mut cmd = weir();
-    cmd.env("WEIR_LOG", "warn,weir_operators::kafka=info");
-    cmd.args(["run", "job.yaml", "--progress", "never", "--workers"])
-        .arg(workers.to_string())
-        .current_dir(dir);
-    if restore {
-        cmd.args(["--restore", "latest"]);
-    }
-    if let Some(point) = crash_at {
-        cmd.env("WEIR_CRASH_AT", point);
-    }
-    cmd.spawn().expect("spawn weir")
+    spawn_job(dir, workers, restore, crash_at, "warn,weir_operators::kafka=info")
 }
 
 /// What the job wrote: its two output topics (committed, sorted), its Redis database and

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-use common::{recovered, stderr, wait, weir};
+use common::{recovered, spawn_job, stderr, wait};
 use weir_tests::{canonical, json_lines, read_iceberg, IcebergRead};
 
 /// The fraud job on the generator: window results partitioned by day and alerts, each to a
@@ -42,18 +42,7 @@ sinks:
 }
 
 fn spawn(dir: &Path, workers: usize, restore: bool, crash_at: Option<&str>) -> Child {
-    let mut cmd = weir();
-    cmd.env("WEIR_LOG", "warn,weir_operators::iceberg=info");
-    cmd.args(["run", "job.yaml", "--progress", "never", "--workers"])
-        .arg(workers.to_string())
-        .current_dir(dir);
-    if restore {
-        cmd.args(["--restore", "latest"]);
-    }
-    if let Some(point) = crash_at {
-        cmd.env("WEIR_CRASH_AT", point);
-    }
-    cmd.spawn().expect("spawn weir")
+    spawn_job(dir, workers, restore, crash_at, "warn,weir_operators::iceberg=info")
 }
 
 fn table(dir: &Path, name: &str) -> IcebergRead {

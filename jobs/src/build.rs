@@ -653,14 +653,7 @@ fn redis_sink_for<'scope>(
         value: r.value.clone(),
         timeout: std::time::Duration::from_secs(30),
     };
-    let participant = names::sink(name);
-    let run = ctx
-        .durable
-        .as_ref()
-        .map(|d| d.join(participant.clone(), true));
-    let generation = run
-        .as_ref()
-        .map_or(ctx.generation, |r| r.checkpoints.generation());
+    let (participant, run, generation) = two_phase_participant(name, ctx);
     let committer = RedisCommitter::new(config, worker, generation)?;
     Ok(two_phase_sink(
         input,
@@ -670,6 +663,24 @@ fn redis_sink_for<'scope>(
         ctx.stats.clone(),
         ctx.failures.clone(),
     ))
+}
+
+/// A two-phase sink's name in checkpoints, its part in the run's checkpoints (registered as a
+/// participant on every worker), and the lineage its writes carry.
+#[cfg(any(feature = "redis", feature = "iceberg"))]
+fn two_phase_participant(
+    name: &str,
+    ctx: &BuildContext,
+) -> (String, Option<weir_engine::checkpoint::CheckpointRun>, u64) {
+    let participant = names::sink(name);
+    let run = ctx
+        .durable
+        .as_ref()
+        .map(|d| d.join(participant.clone(), true));
+    let generation = run
+        .as_ref()
+        .map_or(ctx.generation, |r| r.checkpoints.generation());
+    (participant, run, generation)
 }
 
 #[cfg(feature = "iceberg")]
@@ -694,14 +705,7 @@ fn iceberg_sink_for<'scope>(
             timeout: std::time::Duration::from_secs(30),
         },
     };
-    let participant = names::sink(name);
-    let run = ctx
-        .durable
-        .as_ref()
-        .map(|d| d.join(participant.clone(), true));
-    let generation = run
-        .as_ref()
-        .map_or(ctx.generation, |r| r.checkpoints.generation());
+    let (participant, run, generation) = two_phase_participant(name, ctx);
     iceberg_sink(
         input,
         &config,

@@ -236,22 +236,6 @@ pub struct SourceSpec {
     /// `weir-<job>-<source>`).
     #[serde(default)]
     pub group: Option<String>,
-    /// iceberg: the catalog, `sqlite:///abs/catalog.db` (SQL catalog on a SQLite file) or
-    /// `http(s)://host:port` (REST catalog).
-    #[serde(default)]
-    pub catalog: Option<String>,
-    /// iceberg: the catalog's name (default `weir`); readers of a SQL catalog use the same.
-    #[serde(default)]
-    pub catalog_name: Option<String>,
-    /// iceberg: where new tables go, `file:///abs/path` or `hdfs://namenode:port/path`.
-    #[serde(default)]
-    pub warehouse: Option<String>,
-    /// iceberg: `namespace.table`.
-    #[serde(default)]
-    pub table: Option<String>,
-    /// iceberg: partition fields of a table the sink creates (`day(window_end)`, …).
-    #[serde(default)]
-    pub partition_by: Option<Vec<String>>,
     /// kafka: librdkafka properties passed through (SASL, TLS, tuning).
     #[serde(default)]
     pub properties: Option<IndexMap<String, serde_json::Value>>,

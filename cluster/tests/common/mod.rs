@@ -82,3 +82,26 @@ pub fn recovered(log: &str) -> (usize, usize) {
     }
     totals
 }
+
+/// Starts `weir run job.yaml` in `dir` at `workers` workers, logging `log` (a `WEIR_LOG`
+/// filter), restoring the latest checkpoint when asked, aborting at crash point `crash_at`.
+pub fn spawn_job(
+    dir: &Path,
+    workers: usize,
+    restore: bool,
+    crash_at: Option<&str>,
+    log: &str,
+) -> Child {
+    let mut cmd = weir();
+    cmd.env("WEIR_LOG", log);
+    cmd.args(["run", "job.yaml", "--progress", "never", "--workers"])
+        .arg(workers.to_string())
+        .current_dir(dir);
+    if restore {
+        cmd.args(["--restore", "latest"]);
+    }
+    if let Some(point) = crash_at {
+        cmd.env("WEIR_CRASH_AT", point);
+    }
+    cmd.spawn().expect("spawn weir")
+}
