@@ -39,7 +39,11 @@ sinks:
 
 /// One run of the fraud job with checkpoints every `interval` (or none): (wall s, CPU s,
 /// events in, checkpoints taken).
-fn fraud_run(events: u64, workers: usize, interval: Option<&str>) -> Result<(f64, f64, u64, usize)> {
+fn fraud_run(
+    events: u64,
+    workers: usize,
+    interval: Option<&str>,
+) -> Result<(f64, f64, u64, usize)> {
     let dir = tempfile::tempdir()?;
     let store = format!("file://{}/store", dir.path().display());
     let spec = fraud_spec(events, interval.map(|i| (i, store.as_str())));

@@ -51,7 +51,13 @@ sinks:
 }
 
 fn spawn(dir: &Path, workers: usize, restore: bool, crash_at: Option<&str>) -> Child {
-    spawn_job(dir, workers, restore, crash_at, "warn,weir_operators::kafka=info")
+    spawn_job(
+        dir,
+        workers,
+        restore,
+        crash_at,
+        "warn,weir_operators::kafka=info",
+    )
 }
 
 /// What the job wrote: its two output topics (committed, sorted), its Redis database and

@@ -42,7 +42,13 @@ sinks:
 }
 
 fn spawn(dir: &Path, workers: usize, restore: bool, crash_at: Option<&str>) -> Child {
-    spawn_job(dir, workers, restore, crash_at, "warn,weir_operators::iceberg=info")
+    spawn_job(
+        dir,
+        workers,
+        restore,
+        crash_at,
+        "warn,weir_operators::iceberg=info",
+    )
 }
 
 fn table(dir: &Path, name: &str) -> IcebergRead {
