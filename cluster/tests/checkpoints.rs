@@ -379,3 +379,43 @@ fn stopped_with_a_savepoint_on_sigterm_and_restored_the_outputs_equal_a_run_with
         stderr(&out)
     );
 }
+
+#[test]
+fn sigusr1_takes_a_savepoint_that_retention_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    job(d);
+    let child = weir()
+        .args(["run", "job.yaml", "--workers", "2"])
+        .current_dir(d)
+        .spawn()
+        .expect("spawn weir");
+    let root = d.join("store/crash-test");
+    let started = Instant::now();
+    while complete_checkpoints(&root) < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let usr1 = std::process::Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(usr1.success());
+    let out = common::wait(child, Duration::from_secs(120));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let name = err
+        .split("savepoint sp-")
+        .nth(1)
+        .and_then(|r| r.split(": ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("no savepoint line: {err}"));
+    // Retention (3) has since deleted older checkpoints, not the savepoint.
+    let manifest = std::fs::read_to_string(root.join(name).join("_MANIFEST"))
+        .unwrap_or_else(|e| panic!("{name} was not kept: {e}"));
+    assert!(manifest.contains("\"savepoint\": \"sp-"), "{manifest}");
+    assert!(complete_checkpoints(&root) <= 4);
+}

@@ -120,6 +120,8 @@ struct Completer {
     /// stopped reading.
     savepoint: Option<Epoch>,
     last_stop_look: Option<Instant>,
+    /// A savepoint was asked for without stopping: the next checkpoint completed is one.
+    on_demand: bool,
 }
 
 impl Completer {
@@ -133,6 +135,7 @@ impl Completer {
             finished: false,
             savepoint: None,
             last_stop_look: None,
+            on_demand: false,
         }
     }
 
@@ -245,8 +248,14 @@ impl Completer {
                     }
                 }
             }
-            let savepoint = (self.savepoint == Some(c)).then(|| format!("stop-{c}"));
-            let is_savepoint = savepoint.is_some();
+            let stop = self.savepoint == Some(c);
+            // A savepoint asked for without stopping (SIGUSR1): this checkpoint.
+            self.on_demand |= weir_engine::stop::take_savepoint_request();
+            let savepoint = match (stop, self.on_demand) {
+                (true, _) => Some(format!("stop-{c}")),
+                (false, true) => Some(format!("sp-{c}")),
+                (false, false) => None,
+            };
             match checkpoints.complete_as(
                 c,
                 &participants,
@@ -265,7 +274,11 @@ impl Completer {
                     tracing::info!("checkpoint {c} complete ({} files)", m.files.len());
                     self.durable.setup.run.completion.completed(c);
                     self.failed_in_a_row = 0;
-                    if is_savepoint {
+                    if let Some(name) = m.savepoint.as_ref().filter(|_| !stop) {
+                        self.on_demand = false;
+                        eprintln!("savepoint {name} taken: chk-{c:020} (kept until deleted)");
+                    }
+                    if stop {
                         self.durable
                             .setup
                             .run

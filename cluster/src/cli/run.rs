@@ -123,6 +123,9 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         }
         super::signals::stop_with_savepoint_on_signal();
     }
+    if plan.checkpoint.is_some() {
+        super::signals::savepoint_on_sigusr1();
+    }
     let stats = Arc::new(JobStats::default());
     let progress = show.then(|| Progress::start(&plan.name, stats.clone()));
     let durable = Durable::for_plan(&plan, args.restore.as_deref()).map_err(CliError::Usage)?;

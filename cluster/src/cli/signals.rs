@@ -1,5 +1,6 @@
-//! Signals of `weir run --savepoint-on-stop`: the first SIGTERM or Ctrl-C asks the job to stop
-//! with a savepoint; a second one aborts at once.
+//! Signals of `weir run`. With `--savepoint-on-stop`, the first SIGTERM or Ctrl-C asks the job
+//! to stop with a savepoint; a second one aborts at once. With checkpoints, SIGUSR1 asks for a
+//! savepoint without stopping.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -34,5 +35,22 @@ pub fn stop_with_savepoint_on_signal() {
             }
             Err(e) => eprintln!("warning: cannot handle {name}: {e}"),
         }
+    }
+}
+
+/// SIGUSR1: a savepoint without stopping (the next checkpoint completed).
+pub fn savepoint_on_sigusr1() {
+    let runtime = weir_engine::io::runtime();
+    let _guard = runtime.enter();
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut stream) => {
+            runtime.spawn(async move {
+                while stream.recv().await.is_some() {
+                    eprintln!("SIGUSR1: the next checkpoint will be a savepoint");
+                    weir_engine::stop::request_savepoint();
+                }
+            });
+        }
+        Err(e) => eprintln!("warning: cannot handle SIGUSR1: {e}"),
     }
 }
