@@ -2,18 +2,15 @@
 //! (local disk), and the store path of one checkpoint against state size — writing every
 //! worker's key groups, completing the manifest, and reading the state back for a restore.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use weir_engine::checkpoint::{Checkpoints, DurableBackend, Participant};
 use weir_engine::keys::KeyGroup;
 use weir_engine::state::StateBackend;
-use weir_engine::stats::JobStats;
 use weir_engine::store::Store;
-use weir_jobs::run::{run, Durable, RunOptions};
 
-use crate::cpu_time;
+use crate::timed_checkpointed_run;
 
 fn fraud_spec(events: u64, checkpoint: Option<(&str, &str)>) -> String {
     let checkpoint = checkpoint
@@ -47,15 +44,7 @@ fn fraud_run(
     let dir = tempfile::tempdir()?;
     let store = format!("file://{}/store", dir.path().display());
     let spec = fraud_spec(events, interval.map(|i| (i, store.as_str())));
-    let plan = Arc::new(weir_jobs::load_spec(&spec, &[]).map_err(|e| anyhow!("{e}"))?);
-    let mut options = RunOptions::local(workers);
-    options.durable = Durable::for_plan(&plan, None).map_err(|e| anyhow!(e))?;
-    let (cpu0, t0) = (cpu_time(), Instant::now());
-    let summary = run(plan, options, Arc::new(JobStats::default()))?;
-    let (wall, cpu) = (
-        t0.elapsed().as_secs_f64(),
-        (cpu_time() - cpu0).as_secs_f64(),
-    );
+    let (summary, wall, cpu) = timed_checkpointed_run(&spec, workers)?;
     let taken = std::fs::read_dir(dir.path().join("store/bench-fraud"))
         .map(|d| {
             d.flatten()

@@ -34,6 +34,25 @@ fn cpu_time() -> Duration {
     process_cpu_time("self").expect("/proc/self/stat (Linux)")
 }
 
+/// Runs `spec` (with its `checkpoint:` section, from scratch) at `workers` workers: the
+/// summary, wall seconds and CPU seconds.
+fn timed_checkpointed_run(
+    spec: &str,
+    workers: usize,
+) -> Result<(weir_jobs::run::RunSummary, f64, f64)> {
+    let plan = Arc::new(weir_jobs::load_spec(spec, &[]).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let mut options = RunOptions::local(workers);
+    options.durable =
+        weir_jobs::run::Durable::for_plan(&plan, None).map_err(|e| anyhow::anyhow!(e))?;
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let summary = run(plan, options, Arc::new(JobStats::default()))?;
+    Ok((
+        summary,
+        t0.elapsed().as_secs_f64(),
+        (cpu_time() - cpu0).as_secs_f64(),
+    ))
+}
+
 /// CPU time (user + sys, all threads) of process `pid` (or `self`) so far.
 fn process_cpu_time(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -2,14 +2,9 @@
 //! every 10 s, to a blackhole, a JSON-lines file and an Iceberg table (SQL catalog on SQLite,
 //! Parquet data files on local disk, one snapshot per checkpoint).
 
-use std::sync::Arc;
-use std::time::Instant;
+use anyhow::Result;
 
-use anyhow::{anyhow, Result};
-use weir_engine::stats::JobStats;
-use weir_jobs::run::{run, Durable, RunOptions};
-
-use crate::cpu_time;
+use crate::timed_checkpointed_run;
 
 fn spec(events: u64, dir: &std::path::Path, sink: &str) -> String {
     let d = dir.display();
@@ -42,18 +37,7 @@ pub fn run_sinks(events: u64, workers: &[usize]) -> Result<()> {
     for sink in ["blackhole", "file", "iceberg"] {
         for &w in workers {
             let dir = tempfile::tempdir()?;
-            let plan = Arc::new(
-                weir_jobs::load_spec(&spec(events, dir.path(), sink), &[])
-                    .map_err(|e| anyhow!("{e}"))?,
-            );
-            let mut options = RunOptions::local(w);
-            options.durable = Durable::for_plan(&plan, None).map_err(|e| anyhow!(e))?;
-            let (cpu0, t0) = (cpu_time(), Instant::now());
-            let summary = run(plan, options, Arc::new(JobStats::default()))?;
-            let (wall, cpu) = (
-                t0.elapsed().as_secs_f64(),
-                (cpu_time() - cpu0).as_secs_f64(),
-            );
+            let (summary, wall, cpu) = timed_checkpointed_run(&spec(events, dir.path(), sink), w)?;
             let written = match sink {
                 "file" => std::fs::metadata(dir.path().join("out.jsonl"))
                     .map(|m| m.len())

@@ -76,6 +76,38 @@ fn complete_checkpoints(root: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Runs the job in `dir` at two workers with `extra` arguments, sends it `signal` (`-TERM`,
+/// `-USR1`) once `checkpoints` checkpoints are complete, and waits for it to end.
+fn signal_after_checkpoints(
+    dir: &Path,
+    extra: &[&str],
+    checkpoints: usize,
+    signal: &str,
+) -> std::process::Output {
+    let child = weir()
+        .args(["run", "job.yaml", "--workers", "2"])
+        .args(extra)
+        .env("WEIR_LOG", "warn,weir_jobs=info")
+        .current_dir(dir)
+        .spawn()
+        .expect("spawn weir");
+    let root = dir.join("store/crash-test");
+    let started = Instant::now();
+    while complete_checkpoints(&root) < checkpoints {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    common::wait(child, Duration::from_secs(120))
+}
+
 fn spawn(dir: &Path, workers: usize, restore: bool) -> Child {
     let mut args = vec!["run".to_string(), "job.yaml".into(), "--workers".into()];
     args.push(workers.to_string());
@@ -318,28 +350,10 @@ fn stopped_with_a_savepoint_on_sigterm_and_restored_the_outputs_equal_a_run_with
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     job(d);
-    let child = weir()
-        .args(["run", "job.yaml", "--workers", "2", "--savepoint-on-stop"])
-        .env("WEIR_LOG", "warn,weir_jobs=info")
-        .current_dir(d)
-        .spawn()
-        .expect("spawn weir");
     // Stop it once it has completed a couple of checkpoints (the job runs ~10 s).
-    let root = d.join("store/crash-test");
     let started = Instant::now();
-    while complete_checkpoints(&root) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no checkpoints"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let out = common::wait(child, Duration::from_secs(60));
+    let out = signal_after_checkpoints(d, &["--savepoint-on-stop"], 2, "-TERM");
+    let root = d.join("store/crash-test");
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("stopped with savepoint chk-"), "{err}");
@@ -385,26 +399,8 @@ fn sigusr1_takes_a_savepoint_that_retention_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     job(d);
-    let child = weir()
-        .args(["run", "job.yaml", "--workers", "2"])
-        .current_dir(d)
-        .spawn()
-        .expect("spawn weir");
+    let out = signal_after_checkpoints(d, &[], 1, "-USR1");
     let root = d.join("store/crash-test");
-    let started = Instant::now();
-    while complete_checkpoints(&root) < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no checkpoints"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let usr1 = std::process::Command::new("kill")
-        .args(["-USR1", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(usr1.success());
-    let out = common::wait(child, Duration::from_secs(120));
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     let name = err
