@@ -124,6 +124,7 @@ pub fn two_phase_sink<'scope, S: TwoPhase>(
         let mut prepared: Vec<(Epoch, S::Prepared)> = Vec::new();
         let mut next_checkpoint = checkpoints.as_ref().and_then(|c| c.first_checkpoint());
         let mut final_written = false;
+        let mut reported_through: Epoch = 0;
         let name = participant.trim_start_matches("sink.").to_string();
         move |frontiers| {
             let _ = &mut output;
@@ -209,13 +210,17 @@ pub fn two_phase_sink<'scope, S: TwoPhase>(
                 return false;
             }
             if let Some(run) = &checkpoints {
-                // For a stop with savepoint: how far this sink has committed.
+                // For a stop with savepoint: how far this sink has committed (told to the
+                // process only when it moves).
                 let through = match prepared.first() {
                     Some((id, _)) => id.saturating_sub(1),
                     None => next_checkpoint.map_or(Epoch::MAX, |n| n.saturating_sub(1)),
                 };
-                run.completion
-                    .committed_through(&participant, worker, through);
+                if through > reported_through {
+                    reported_through = through;
+                    run.completion
+                        .committed_through(&participant, worker, through);
+                }
             }
             // The frontier of `done`: the next checkpoint to prepare, or (without checkpoints)
             // the input's own.
