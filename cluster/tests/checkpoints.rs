@@ -65,6 +65,15 @@ fn outputs(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// The outputs of the job run at two workers without failure or stop.
+fn reference_outputs() -> Vec<(String, String)> {
+    let reference = tempfile::tempdir().unwrap();
+    job(reference.path());
+    let out = run(&["run", "job.yaml", "--workers", "2"], reference.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    outputs(reference.path())
+}
+
 /// How many checkpoints under `root` (a job's directory in the store) are complete.
 fn complete_checkpoints(root: &Path) -> usize {
     std::fs::read_dir(root)
@@ -123,11 +132,7 @@ fn spawn(dir: &Path, workers: usize, restore: bool) -> Child {
 
 #[test]
 fn killed_ten_times_and_restored_the_outputs_equal_a_run_without_failure() {
-    let reference = tempfile::tempdir().unwrap();
-    job(reference.path());
-    let out = run(&["run", "job.yaml", "--workers", "2"], reference.path());
-    assert!(out.status.success(), "{}", stderr(&out));
-    let expected = outputs(reference.path());
+    let expected = reference_outputs();
     assert!(expected.iter().all(|(_, text)| !text.is_empty()));
 
     let dir = tempfile::tempdir().unwrap();
@@ -296,11 +301,7 @@ fn spawn_two(dir: &Path, workers: usize, restore: bool) -> (Child, Child) {
 
 #[test]
 fn two_processes_killed_and_restored_as_two_others_equal_a_run_without_failure() {
-    let reference = tempfile::tempdir().unwrap();
-    job(reference.path());
-    let out = run(&["run", "job.yaml", "--workers", "2"], reference.path());
-    assert!(out.status.success(), "{}", stderr(&out));
-    let expected = outputs(reference.path());
+    let expected = reference_outputs();
 
     let dir = tempfile::tempdir().unwrap();
     job(dir.path());
@@ -341,11 +342,7 @@ fn two_processes_killed_and_restored_as_two_others_equal_a_run_without_failure()
 
 #[test]
 fn stopped_with_a_savepoint_on_sigterm_and_restored_the_outputs_equal_a_run_without_stop() {
-    let reference = tempfile::tempdir().unwrap();
-    job(reference.path());
-    let out = run(&["run", "job.yaml", "--workers", "2"], reference.path());
-    assert!(out.status.success(), "{}", stderr(&out));
-    let expected = outputs(reference.path());
+    let expected = reference_outputs();
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
