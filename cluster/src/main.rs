@@ -1,10 +1,10 @@
-//! `weir`: run, validate and generate jobs; later the coordinator and its workers.
-
-mod cli;
+//! `weir`: run, validate and generate jobs; the coordinator, its workers and the CLI over its
+//! API.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use weir_cluster::cli;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

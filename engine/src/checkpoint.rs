@@ -537,7 +537,8 @@ impl Checkpoints {
         Ok(None)
     }
 
-    fn manifest(&self, epoch: Epoch) -> Result<Option<Manifest>, String> {
+    /// The manifest of checkpoint `epoch`, if it has one (it is then complete).
+    pub fn manifest(&self, epoch: Epoch) -> Result<Option<Manifest>, String> {
         let Some(bytes) = self
             .store
             .get(&self.path(epoch, MANIFEST))

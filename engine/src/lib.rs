@@ -11,6 +11,7 @@ pub mod event;
 pub mod failure;
 pub mod io;
 pub mod keys;
+pub mod metrics;
 pub mod runtime;
 pub mod state;
 pub mod stats;

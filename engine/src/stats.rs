@@ -1,8 +1,11 @@
-//! Live counters of a running job in this process, read by the progress display and summary.
+//! Live counters of a running job in this process, read by the progress display and summary,
+//! and its Prometheus [`Metrics`].
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use crate::event::WATERMARK_MIN;
+use crate::event::{Epoch, WATERMARK_MIN};
+use crate::metrics::{Metrics, OperatorCounters, SinkLatency};
 
 /// Counters shared by every worker thread of a process.
 #[derive(Debug)]
@@ -12,16 +15,47 @@ pub struct JobStats {
     late: AtomicU64,
     dead_letters: AtomicU64,
     watermark: AtomicI64,
+    metrics: Metrics,
 }
 
 impl Default for JobStats {
     fn default() -> Self {
+        JobStats::new("job")
+    }
+}
+
+impl JobStats {
+    /// The counters and metrics of job `job` in this process.
+    pub fn new(job: &str) -> Self {
         JobStats {
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
             late: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             watermark: AtomicI64::new(WATERMARK_MIN),
+            metrics: Metrics::new(job),
+        }
+    }
+
+    /// The Prometheus metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The counters of operator `name` on `worker`: the process totals and its own series.
+    pub fn operator(self: &Arc<Self>, name: &str, worker: usize) -> OperatorStats {
+        OperatorStats {
+            counters: self.metrics.operator(name, worker),
+            sink: None,
+            stats: self.clone(),
+        }
+    }
+
+    /// Like [`JobStats::operator`], for a sink: also its latency histograms.
+    pub fn sink(self: &Arc<Self>, name: &str, worker: usize) -> OperatorStats {
+        OperatorStats {
+            sink: Some(self.metrics.sink(name, worker)),
+            ..self.operator(name, worker)
         }
     }
 }
@@ -61,6 +95,7 @@ impl JobStats {
     /// Publishes a watermark (kept if larger).
     pub fn observe_watermark(&self, wm: i64) {
         self.watermark.fetch_max(wm, Ordering::Relaxed);
+        self.metrics.watermark(wm);
     }
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -71,5 +106,52 @@ impl JobStats {
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             watermark: self.watermark.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// One operator's view of the counters: every add goes to the process totals and to the
+/// operator's labelled series.
+#[derive(Clone, Debug)]
+pub struct OperatorStats {
+    stats: Arc<JobStats>,
+    counters: OperatorCounters,
+    sink: Option<SinkLatency>,
+}
+
+impl OperatorStats {
+    /// Adds records read.
+    pub fn add_in(&self, n: u64) {
+        self.stats.add_in(n);
+        self.counters.records_in.inc_by(n);
+    }
+    /// Adds late records.
+    pub fn add_late(&self, n: u64) {
+        self.stats.add_late(n);
+        self.counters.late.inc_by(n);
+    }
+    /// Adds dead letters.
+    pub fn add_dead_letters(&self, n: u64) {
+        self.stats.add_dead_letters(n);
+        self.counters.dead_letters.inc_by(n);
+    }
+    /// A sink wrote records read in `epoch` with these event times (ms): counted, and
+    /// observed in the latency histograms.
+    pub fn written(&self, epoch: Epoch, event_times: impl Iterator<Item = i64>) {
+        let n = match &self.sink {
+            Some(sink) => self.stats.metrics.observe_written(sink, epoch, event_times),
+            None => event_times.count() as u64,
+        };
+        self.stats.add_out(n);
+        self.counters.records_out.inc_by(n);
+    }
+    /// A sink committed a batch.
+    pub fn committed(&self) {
+        if let Some(sink) = &self.sink {
+            sink.committed();
+        }
+    }
+    /// The job's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.stats.metrics
     }
 }

@@ -55,7 +55,9 @@ impl Plan {
     }
 
     /// Redirects every sink to its shadow: Kafka topic `<topic>.<suffix>`, file
-    /// `<path>.<suffix>`, Redis keys `<suffix>:<key>`. Stdout and blackhole sinks are left as they are.
+    /// `<path>.<suffix>`, Redis keys `<suffix>:<key>`, Iceberg table `<table>_<suffix>`.
+    /// Stdout and blackhole sinks are left as they are. The job becomes `<name>.<suffix>`, so
+    /// its checkpoints, transactional ids and consumer group never mix with the live job's.
     pub fn shadow(&mut self, suffix: &str) -> Result<(), String> {
         if suffix.is_empty()
             || !suffix
@@ -66,6 +68,7 @@ impl Plan {
                 "--shadow `{suffix}`: use letters, digits, `_` and `-`"
             ));
         }
+        self.name = format!("{}.{suffix}", self.name);
         for sink in &mut self.sinks {
             match &mut sink.op {
                 SinkOp::File { path, .. } => {

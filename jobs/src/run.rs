@@ -122,10 +122,11 @@ struct Completer {
     last_stop_look: Option<Instant>,
     /// A savepoint was asked for without stopping: the next checkpoint completed is one.
     on_demand: bool,
+    stats: Arc<JobStats>,
 }
 
 impl Completer {
-    fn new(durable: Durable, workers: usize) -> Self {
+    fn new(durable: Durable, workers: usize, stats: Arc<JobStats>) -> Self {
         let next = durable.setup.run.first_checkpoint();
         Completer {
             durable,
@@ -136,6 +137,7 @@ impl Completer {
             savepoint: None,
             last_stop_look: None,
             on_demand: false,
+            stats,
         }
     }
 
@@ -274,6 +276,9 @@ impl Completer {
                     tracing::info!("checkpoint {c} complete ({} files)", m.files.len());
                     self.durable.setup.run.completion.completed(c);
                     self.failed_in_a_row = 0;
+                    self.stats
+                        .metrics()
+                        .checkpoint_completed(c, m.files.values().sum());
                     if let Some(name) = m.savepoint.as_ref().filter(|_| !stop) {
                         self.on_demand = false;
                         eprintln!("savepoint {name} taken: chk-{c:020} (kept until deleted)");
@@ -288,6 +293,7 @@ impl Completer {
                 }
                 Err(e) => {
                     self.failed_in_a_row += 1;
+                    self.stats.metrics().checkpoint_failed();
                     tracing::error!(
                         "checkpoint {c} failed ({} in a row): {e}",
                         self.failed_in_a_row
@@ -361,12 +367,13 @@ pub fn run(
     let worker_failures = failures.clone();
     let stopped = Arc::new(std::sync::Mutex::new(None));
     let stopped_at = stopped.clone();
+    let completer_stats = stats.clone();
     let result = execute(&options.cluster, options.connect_timeout, move |worker| {
         let probe = worker.dataflow::<Epoch, _, _>(|scope| build(scope, &plan, &ctx))?;
         let mut completer = durable
             .clone()
             .filter(|_| worker.index() == 0)
-            .map(|d| Completer::new(d, worker.peers()));
+            .map(|d| Completer::new(d, worker.peers(), completer_stats.clone()));
         let mut stop = durable.as_ref().map(|d| StopWatch::new(&d.setup.run));
         // Until every operator has finished: after the probe is done, two-phase sinks still
         // wait for the final checkpoint to commit their last batches.

@@ -93,6 +93,13 @@ pub struct JobSpec {
     /// Worker threads per process (overridden by `--workers`).
     #[serde(default)]
     pub parallelism: Option<usize>,
+    /// Processes of the job when the coordinator runs it (default 1; `weir run` takes
+    /// `--processes`).
+    #[serde(default)]
+    pub processes: Option<usize>,
+    /// How the coordinator restarts the job after a failure.
+    #[serde(default)]
+    pub restart: Option<RestartSpec>,
     /// Key groups: fixed for the life of the job's state (default 128).
     #[serde(default)]
     pub key_groups: Option<u32>,
@@ -109,6 +116,21 @@ pub struct JobSpec {
     pub steps: IndexMap<String, StepSpec>,
     /// Named outputs.
     pub sinks: IndexMap<String, SinkSpec>,
+}
+
+/// The `restart:` section: exponential backoff between attempts, then `failed`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartSpec {
+    /// Restarts after failures before the job is `failed` (default 10; 0: never restart).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// The first pause (default 1s); doubled after every failed attempt.
+    #[serde(default)]
+    pub backoff: Option<Dur>,
+    /// The longest pause (default 1m).
+    #[serde(default)]
+    pub max_backoff: Option<Dur>,
 }
 
 /// The `checkpoint:` section.

@@ -1,5 +1,6 @@
 //! The command line.
 
+mod client;
 mod diff;
 mod gen;
 mod progress;
@@ -17,6 +18,13 @@ use weir_jobs::SpecErrors;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: client::Connection,
+}
+
+/// Parses a duration like `30s` or `1m` (for clap).
+pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 30s: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +39,13 @@ enum Command {
     /// Compare two outputs (files or kafka://HOST:PORT/TOPIC) as sets of rows; exit 1 when
     /// they differ.
     Diff(diff::DiffArgs),
+    /// Run the coordinator: the HTTP API, the job store, placement and restarts.
+    Coordinator(crate::coordinator::CoordinatorArgs),
+    /// Run a worker: heartbeats to the coordinator and runs the job processes it is given.
+    Worker(crate::worker::WorkerArgs),
+    /// Commands over the coordinator's API.
+    #[command(flatten)]
+    Api(client::ApiCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,5 +100,8 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Gen(args) => gen::gen(args),
         Command::Diff(args) => diff::diff(args),
+        Command::Coordinator(args) => crate::coordinator::run(args).map_err(CliError::Usage),
+        Command::Worker(args) => crate::worker::run(args).map_err(CliError::Usage),
+        Command::Api(command) => client::run(cli.connection, command),
     }
 }

@@ -61,6 +61,17 @@ pub struct RunArgs {
     /// and the run ends; `--restore latest` continues from it. A second signal aborts.
     #[arg(long)]
     savepoint_on_stop: bool,
+    /// Serve Prometheus metrics on `HOST:PORT` (`GET /metrics`), e.g. 127.0.0.1:9250.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+    /// Restarts before this run (set by the worker that starts job processes; exported as
+    /// `weir_job_restarts`).
+    #[arg(long, default_value_t = 0, hide = true)]
+    restarts: u64,
+    /// Exit when the process that started this one is gone (set by `weir worker`, so a dead
+    /// worker leaves no job processes behind).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -126,7 +137,15 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     if plan.checkpoint.is_some() {
         super::signals::savepoint_on_sigusr1();
     }
-    let stats = Arc::new(JobStats::default());
+    if args.exit_with_parent {
+        exit_with_parent();
+    }
+    let stats = Arc::new(JobStats::new(&plan.name));
+    stats.metrics().set_restarts(args.restarts);
+    if let Some(addr) = &args.metrics_addr {
+        let bound = crate::metrics_http::serve(addr, stats.clone()).map_err(CliError::Usage)?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
     let progress = show.then(|| Progress::start(&plan.name, stats.clone()));
     let durable = Durable::for_plan(&plan, args.restore.as_deref()).map_err(CliError::Usage)?;
     if let Some(r) = durable.as_ref().and_then(|d| d.setup.run.restore.as_ref()) {
@@ -172,4 +191,17 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// Watches the parent process; exits (like a crash: sinks keep what their checkpoints
+/// committed) when it is gone.
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if std::os::unix::process::parent_id() != parent {
+            eprintln!("the worker that started this process is gone: exiting");
+            std::process::exit(3);
+        }
+    });
 }

@@ -43,6 +43,10 @@ pub struct Plan {
     pub name: String,
     /// Worker threads per process.
     pub parallelism: usize,
+    /// Processes, when the coordinator runs the job.
+    pub processes: usize,
+    /// The coordinator's restart strategy.
+    pub restart: RestartPlan,
     /// Key groups.
     pub key_groups: KeyGroups,
     /// Processing time per epoch.
@@ -57,6 +61,27 @@ pub struct Plan {
     pub sinks: Vec<SinkPlan>,
     /// Every stream a step or sink can read, with its schema.
     pub streams: IndexMap<String, SchemaRef>,
+}
+
+/// How the coordinator restarts a failed job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartPlan {
+    /// Restarts before the job is failed.
+    pub max_attempts: u32,
+    /// The first pause.
+    pub backoff: Duration,
+    /// The longest pause.
+    pub max_backoff: Duration,
+}
+
+impl Default for RestartPlan {
+    fn default() -> Self {
+        RestartPlan {
+            max_attempts: 10,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The checkpoint section, checked.
@@ -306,6 +331,23 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
     if spec.parallelism == Some(0) {
         errors.push(SpecError::new("parallelism", "must be at least 1"));
     }
+    if spec.processes == Some(0) {
+        errors.push(SpecError::new("processes", "must be at least 1"));
+    }
+    let mut restart = RestartPlan::default();
+    if let Some(r) = &spec.restart {
+        restart.max_attempts = r.max_attempts.unwrap_or(restart.max_attempts);
+        restart.backoff =
+            positive("restart.backoff", r.backoff, &mut errors).unwrap_or(restart.backoff);
+        restart.max_backoff = positive("restart.max_backoff", r.max_backoff, &mut errors)
+            .unwrap_or(restart.max_backoff);
+        if restart.max_backoff < restart.backoff {
+            errors.push(SpecError::new(
+                "restart.max_backoff",
+                "must not be shorter than restart.backoff",
+            ));
+        }
+    }
     let key_groups = match spec.key_groups {
         Some(0) => {
             errors.push(SpecError::new("key_groups", "must be at least 1"));
@@ -505,6 +547,8 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
     Ok(Plan {
         name: spec.name.clone(),
         parallelism: spec.parallelism.unwrap_or(1),
+        processes: spec.processes.unwrap_or(1),
+        restart,
         key_groups,
         tick,
         checkpoint,

@@ -119,6 +119,10 @@ impl IcebergCommitter {
 
 impl TwoPhase for IcebergCommitter {
     type Record = String;
+
+    fn event_time(_: &String) -> Option<i64> {
+        None
+    }
     type Item = String;
     type Prepared = Vec<String>;
 

@@ -70,6 +70,7 @@ pub fn iceberg_sink<'scope>(
         worker,
     )
     .map_err(err)?;
+    let stats_for_commits = stats.clone();
     let described = writer::write_data_files(
         stream,
         &config.name,
@@ -84,7 +85,7 @@ pub fn iceberg_sink<'scope>(
         participant,
         committer,
         checkpoints,
-        Arc::new(JobStats::default()),
+        stats_for_commits,
         failures,
     ))
 }

@@ -162,6 +162,7 @@ pub fn write_data_files<'scope>(
     let mut output: OutputBuilder<_, CapacityContainerBuilder<Vec<String>>> =
         OutputBuilder::from(output);
     let name = name.to_string();
+    let stats = stats.sink(&name, scope.index());
 
     builder.build_reschedule(move |mut initial| {
         let mut cap = initial.pop();
@@ -182,7 +183,7 @@ pub fn write_data_files<'scope>(
                 };
                 let rows = open.entry(id).or_default();
                 for batch in data {
-                    stats.add_out(batch.len() as u64);
+                    stats.written(epoch, batch.iter().map(|e| e.ts));
                     rows.extend(batch.drain(..).map(|e| e.row));
                 }
             });

@@ -50,10 +50,34 @@ pub(super) type Consumer_ = BaseConsumer<SourceContext>;
 
 /// The consumer's context: the end of a partition is how bounded readers learn they are
 /// done, so it is not reported as a client error; everything else is logged as a warning
-/// (librdkafka keeps retrying on its own).
-pub(super) struct SourceContext;
+/// (librdkafka keeps retrying on its own). Statistics (every few seconds) keep each
+/// partition's high watermark, for the consumer-lag metric.
+#[derive(Default)]
+pub(super) struct SourceContext {
+    high: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
+}
+
+impl SourceContext {
+    /// The high watermark of `topic[partition]` in the last statistics.
+    pub(super) fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let high = self.high.lock().ok()?;
+        high.get(&(topic.to_string(), partition)).copied()
+    }
+}
 
 impl rdkafka::client::ClientContext for SourceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Ok(mut high) = self.high.lock() {
+            for (name, topic) in statistics.topics {
+                for (p, partition) in topic.partitions {
+                    if p >= 0 && partition.hi_offset >= 0 {
+                        high.insert((name.clone(), p), partition.hi_offset);
+                    }
+                }
+            }
+        }
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::error::{KafkaError as E, RDKafkaErrorCode as Code};
         if !matches!(error, E::PartitionEOF(_) | E::Global(Code::PartitionEOF)) {
@@ -77,7 +101,9 @@ pub(super) fn config(conn: &Connection, group: Option<&str>) -> ClientConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // Partition high watermarks for the consumer-lag metric.
+            .set("statistics.interval.ms", "5000");
     }
     for (k, v) in &conn.properties {
         c.set(k, v);
@@ -95,7 +121,7 @@ pub(super) fn client_error(conn: &Connection, e: impl std::fmt::Display) -> Kafk
 /// A consumer for `group`.
 pub(super) fn consumer(conn: &Connection, group: &str) -> Result<Arc<Consumer_>, KafkaError> {
     let consumer: Consumer_ = config(conn, Some(group))
-        .create_with_context(SourceContext)
+        .create_with_context(SourceContext::default())
         .map_err(|e| client_error(conn, e))?;
     Ok(Arc::new(consumer))
 }

@@ -314,6 +314,10 @@ fn flush(p: &BatchProducer, timeout: Duration) -> Result<(), String> {
 
 impl TwoPhase for KafkaCommitter {
     type Record = Event;
+
+    fn event_time(record: &Event) -> Option<i64> {
+        Some(record.ts)
+    }
     type Item = Staged;
     type Prepared = Vec<Staged>;
 

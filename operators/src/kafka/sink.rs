@@ -68,6 +68,7 @@ pub fn kafka_sink<'scope>(
         );
     }
     let mut builder = OperatorBuilder::new(format!("sink.{}", config.name), scope);
+    let stats = stats.sink(&config.name, scope.index());
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address.clone());
     let sync = scope.worker().sync_activator_for(info.address.to_vec());
@@ -111,7 +112,7 @@ pub fn kafka_sink<'scope>(
                 held.entry(epoch)
                     .or_insert_with(|| cap.retain_least(0).expect("a message has a time"));
                 for batch in data {
-                    stats.add_out(batch.len() as u64);
+                    stats.written(epoch, batch.iter().map(|e| e.ts));
                     for event in batch.drain(..) {
                         line.clear();
                         encode_row(&event.row, &config.columns, config.format, &mut line);

@@ -540,6 +540,16 @@ impl PartitionReader for KafkaReader {
         Ok(ReadStatus::More)
     }
 
+    fn lag(&self) -> Option<(String, i32, i64)> {
+        // The high watermark librdkafka last heard in a fetch response (no broker round trip).
+        let high = self
+            .consumer
+            .context()
+            .high_watermark(&self.topic, self.partition)?;
+        let position = self.cursor.position?;
+        (high >= 0).then(|| (self.topic.clone(), self.partition, (high - position).max(0)))
+    }
+
     fn position(&self) -> Option<Vec<u8>> {
         // The next offset to read; `-1` for a partition found later and read from its start.
         Some(self.cursor.position.unwrap_or(-1).to_le_bytes().to_vec())

@@ -25,7 +25,7 @@ use weir_engine::keys::{KeyGroup, KeyGroups};
 use weir_engine::state::{
     decode_state, encode_state, KeyedState, StateContext, StateError, StateStats,
 };
-use weir_engine::stats::JobStats;
+use weir_engine::stats::{JobStats, OperatorStats};
 
 use crate::keyed::{KeyExtractor, Routing};
 use crate::timed::{timed_operator, TimedInput, TimedLogic, TimedOutputs};
@@ -294,7 +294,7 @@ pub struct OrderedLogic<P: KeyedProcess> {
     state: OrderedState<P::KeyState>,
     extractors: Vec<KeyExtractor>,
     lateness: i64,
-    stats: Arc<JobStats>,
+    stats: OperatorStats,
     group: Vec<Row>,
     ready: Vec<Pending>,
     due: Vec<u32>,
@@ -325,7 +325,7 @@ impl<P: KeyedProcess> OrderedLogic<P> {
                 .map(|c| KeyExtractor::new(c.clone()))
                 .collect(),
             lateness: config.allowed_lateness,
-            stats,
+            stats: stats.operator(&config.name, 0),
             group: Vec::new(),
             ready: Vec::new(),
             due: Vec::new(),
@@ -562,8 +562,9 @@ pub fn ordered<'scope, P: KeyedProcess>(
         config.key_columns.len() + config.control as usize,
         "one key per keyed input"
     );
-    let mut logic = OrderedLogic::new(&config, process, stats);
+    let mut logic = OrderedLogic::new(&config, process, stats.clone());
     let scope = watermarks.scope();
+    logic.stats = stats.operator(&config.name, scope.index());
     if let Some((_, owned)) = &mut logic.state.control {
         *owned = config
             .key_groups

@@ -328,6 +328,10 @@ impl RedisCommitter {
 
 impl TwoPhase for RedisCommitter {
     type Record = Event;
+
+    fn event_time(record: &Event) -> Option<i64> {
+        Some(record.ts)
+    }
     type Item = Write;
     type Prepared = Vec<Write>;
 

@@ -87,6 +87,7 @@ pub fn write_sorted_lines<'scope>(
 ) -> Done<'scope> {
     let sink_name = name.to_string();
     let scope = lines.scope();
+    let stats = stats.sink(name.trim_start_matches("sink."), scope.index());
     let mut builder = OperatorBuilder::new(name.to_string(), scope);
     let activator = scope.activator_for(builder.operator_info().address.clone());
     let mut input = builder.new_input(lines, Exchange::new(|_: &Line| 0));
@@ -162,9 +163,10 @@ pub fn write_sorted_lines<'scope>(
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
+                let epoch = *entry.key();
                 let mut lines = entry.remove();
                 lines.sort_unstable();
-                stats.add_out(lines.len() as u64);
+                stats.written(epoch, lines.iter().map(|l| l.0));
                 if let Err(e) = out.write_epoch(&lines) {
                     failures.report(format!("sink `{sink_name}`: {e}"));
                     writer = None;
@@ -228,14 +230,16 @@ pub fn null_sink<'scope>(
     name: &str,
     stats: Arc<JobStats>,
 ) -> Done<'scope> {
+    let stats = stats.sink(name.trim_start_matches("sink."), stream.scope().index());
     stream.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Pipeline,
         name,
         move |_cap, _info| {
             move |input, _output| {
-                input.for_each_stamp(|_cap, data| {
+                input.for_each_stamp(|cap, data| {
+                    let epoch = cap.least().copied().unwrap_or_default();
                     for batch in data {
-                        stats.add_out(batch.len() as u64);
+                        stats.written(epoch, batch.iter().map(|e| e.ts));
                         batch.clear();
                     }
                 });

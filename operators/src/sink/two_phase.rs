@@ -42,6 +42,9 @@ pub trait TwoPhase: 'static {
     /// A prepared batch as the checkpoint keeps it.
     type Prepared: Serialize + DeserializeOwned + 'static;
 
+    /// The event time of a record that is one output record (ms); `None` for records that are
+    /// not counted as output (Iceberg's data-file descriptions: their rows were counted).
+    fn event_time(record: &Self::Record) -> Option<i64>;
     /// Turns a record into an item.
     fn item(&mut self, record: Self::Record) -> Result<Self::Item, String>;
     /// Makes batch `id` ready to commit: what is returned goes into the checkpoint.
@@ -77,6 +80,7 @@ pub fn two_phase_sink<'scope, S: TwoPhase>(
     let worker = scope.index();
     let peers = scope.peers();
     let participant = participant.to_string();
+    let stats = stats.sink(participant.trim_start_matches("sink."), worker);
     let mut builder = OperatorBuilder::new(participant.clone(), scope);
     let activator = scope.activator_for(builder.operator_info().address.clone());
     let mut input = builder.new_input(stream, Pipeline);
@@ -140,7 +144,7 @@ pub fn two_phase_sink<'scope, S: TwoPhase>(
                 };
                 let staged = open.entry(id).or_default();
                 for batch in data {
-                    stats.add_out(batch.len() as u64);
+                    stats.written(epoch, batch.iter().filter_map(S::event_time));
                     for event in batch.drain(..) {
                         match sink.item(event) {
                             Ok(item) => staged.push(item),
@@ -189,6 +193,7 @@ pub fn two_phase_sink<'scope, S: TwoPhase>(
                     if let Some(last) = commit_up_to {
                         for (id, batch) in prepared.drain(..=last) {
                             sink.commit(id, &batch)?;
+                            stats.committed();
                         }
                     }
                 }
@@ -199,6 +204,7 @@ pub fn two_phase_sink<'scope, S: TwoPhase>(
                         let items = open.remove(&id).unwrap_or_default();
                         let batch = sink.prepare(id, items)?;
                         sink.commit(id, &batch)?;
+                        stats.committed();
                     }
                 }
                 Ok(())

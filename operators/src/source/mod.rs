@@ -26,6 +26,7 @@ use weir_engine::checkpoint::{names, CheckpointRun};
 use weir_engine::data::Row;
 use weir_engine::event::{dead_letter_event, Epoch, Event, WATERMARK_END};
 use weir_engine::failure::Failures;
+use weir_engine::metrics::IntGauge;
 use weir_engine::stats::JobStats;
 use weir_engine::watermark::{GlobalWatermark, LocalWatermark, PartitionWatermark};
 
@@ -173,6 +174,11 @@ pub trait PartitionReader {
         let _ = position;
         Err("this source cannot resume from a checkpoint".into())
     }
+    /// How far behind the end of its partition the reader is, for a broker-backed source:
+    /// `(topic, partition, records)`, as last heard from the broker.
+    fn lag(&self) -> Option<(String, i32, i64)> {
+        None
+    }
 }
 
 /// Partitions that appear while a source runs (new Kafka partitions).
@@ -291,6 +297,8 @@ struct Partition {
     done: bool,
     waiting_until: Option<Instant>,
     last_input: Instant,
+    /// The partition's consumer-lag gauge, once it reports a lag.
+    lag: Option<IntGauge>,
 }
 
 /// Records read per activation before yielding to the rest of the dataflow.
@@ -311,6 +319,9 @@ pub fn source<'scope>(
     failures: Failures,
 ) -> SourceStreams<'scope> {
     let worker = scope.index() as u32;
+    let operator_stats = stats.operator(&format!("source.{}", config.name), worker as usize);
+    let metrics_stats = stats.clone();
+    let stats = operator_stats;
     let mut builder = OperatorBuilder::new(format!("source.{}", config.name), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address.clone());
@@ -340,6 +351,7 @@ pub fn source<'scope>(
             done: false,
             waiting_until: None,
             last_input: start,
+            lag: None,
         }
     };
     let Partitions {
@@ -381,6 +393,8 @@ pub fn source<'scope>(
         }
         let mut caps: Option<Vec<Capability<Epoch>>> = Some(initial);
         let mut epoch_started = Instant::now();
+        let metrics = metrics_stats;
+        metrics.metrics().epoch_opened(epoch);
         let mut reported = i64::MIN;
         let mut reported_idle = false;
         let mut events_buf: Vec<Event> = Vec::with_capacity(BATCH);
@@ -583,6 +597,14 @@ pub fn source<'scope>(
                 closed.push_back(epoch);
                 epoch += 1;
                 epoch_started = now;
+                metrics.metrics().epoch_opened(epoch);
+                for p in partitions.iter_mut() {
+                    if let Some((topic, partition, lag)) = p.reader.lag() {
+                        p.lag
+                            .get_or_insert_with(|| metrics.metrics().kafka_lag(&config.name, &topic, partition))
+                            .set(lag);
+                    }
+                }
                 for cap in held.iter_mut() {
                     cap.downgrade(&epoch);
                 }

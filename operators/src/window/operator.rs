@@ -7,7 +7,7 @@ use weir_engine::data::RowBuilder;
 use weir_engine::event::{Epoch, Event};
 use weir_engine::keys::KeyGroups;
 use weir_engine::state::StateContext;
-use weir_engine::stats::JobStats;
+use weir_engine::stats::{JobStats, OperatorStats};
 
 use super::assign::WindowKind;
 use super::state::{ClosedWindow, WindowState};
@@ -90,7 +90,7 @@ struct WindowLogic {
     keys: KeyExtractor,
     output: RowBuilder,
     closed: Vec<ClosedWindow>,
-    stats: Arc<JobStats>,
+    stats: OperatorStats,
 }
 
 impl WindowLogic {
@@ -186,12 +186,13 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, Epoch, Event> {
             stream: self,
             routing: Routing::Key(config.key_columns.clone()),
         };
+        let worker = watermarks.scope().index();
         let logic = WindowLogic {
             keys: KeyExtractor::new(config.key_columns.clone()),
             output: RowBuilder::new(output_columns),
             closed: Vec::new(),
             state: window_state,
-            stats,
+            stats: stats.operator(&name, worker),
             config,
         };
         let mut out = timed_operator(&name, vec![input], watermarks, key_groups, logic, state);
