@@ -188,15 +188,17 @@ impl Metrics {
             .unwrap_or_default()
     }
 
-    /// Counters of one operator on one worker.
-    pub fn operator(&self, operator: &str, worker: usize) -> OperatorCounters {
+    /// The counters of one operator on one worker that its role has: sources count records
+    /// in and dead letters, sinks records out, windowed steps late records.
+    pub fn operator(&self, operator: &str, worker: usize, role: Role) -> OperatorCounters {
         let w = worker.to_string();
         let l = [operator, w.as_str()];
+        let has = |r: Role| (r == role).then_some(());
         OperatorCounters {
-            records_in: self.records_in.with_label_values(&l),
-            records_out: self.records_out.with_label_values(&l),
-            late: self.late.with_label_values(&l),
-            dead_letters: self.dead_letters.with_label_values(&l),
+            records_in: has(Role::Source).map(|_| self.records_in.with_label_values(&l)),
+            records_out: has(Role::Sink).map(|_| self.records_out.with_label_values(&l)),
+            late: has(Role::Step).map(|_| self.late.with_label_values(&l)),
+            dead_letters: has(Role::Source).map(|_| self.dead_letters.with_label_values(&l)),
         }
     }
 
@@ -291,17 +293,28 @@ impl Metrics {
     }
 }
 
-/// The counters of one operator on one worker.
-#[derive(Clone, Debug)]
+/// What an operator is, for the counters it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Reads input.
+    Source,
+    /// Transforms (and may find late records).
+    Step,
+    /// Writes output.
+    Sink,
+}
+
+/// The counters of one operator on one worker (those of its role).
+#[derive(Clone, Debug, Default)]
 pub struct OperatorCounters {
     /// Records read.
-    pub records_in: IntCounter,
+    pub records_in: Option<IntCounter>,
     /// Records written.
-    pub records_out: IntCounter,
+    pub records_out: Option<IntCounter>,
     /// Late records.
-    pub late: IntCounter,
+    pub late: Option<IntCounter>,
     /// Undecodable inputs.
-    pub dead_letters: IntCounter,
+    pub dead_letters: Option<IntCounter>,
 }
 
 /// A sink's latency histograms and commit counter.
@@ -326,8 +339,12 @@ mod tests {
     #[test]
     fn families_carry_the_job_label_and_operator_labels() {
         let m = Metrics::new("fraud");
-        let op = m.operator("source.payments", 1);
-        op.records_in.inc_by(5);
+        let op = m.operator("source.payments", 1, Role::Source);
+        op.records_in
+            .as_ref()
+            .expect("a source counts input")
+            .inc_by(5);
+        assert!(op.records_out.is_none());
         let sink = m.sink("alerts", 0);
         m.epoch_opened(7);
         let now_ms = (now_micros() / 1000) as i64;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::event::{Epoch, WATERMARK_MIN};
-use crate::metrics::{Metrics, OperatorCounters, SinkLatency};
+use crate::metrics::{Metrics, OperatorCounters, Role, SinkLatency};
 
 /// Counters shared by every worker thread of a process.
 #[derive(Debug)]
@@ -42,21 +42,28 @@ impl JobStats {
         &self.metrics
     }
 
-    /// The counters of operator `name` on `worker`: the process totals and its own series.
-    pub fn operator(self: &Arc<Self>, name: &str, worker: usize) -> OperatorStats {
+    fn with_role(self: &Arc<Self>, name: &str, worker: usize, role: Role) -> OperatorStats {
         OperatorStats {
-            counters: self.metrics.operator(name, worker),
-            sink: None,
+            counters: self.metrics.operator(name, worker, role),
+            sink: (role == Role::Sink).then(|| self.metrics.sink(name, worker)),
             stats: self.clone(),
         }
     }
 
-    /// Like [`JobStats::operator`], for a sink: also its latency histograms.
+    /// The counters of step `name` on `worker` (late records): the process totals and its
+    /// own series.
+    pub fn operator(self: &Arc<Self>, name: &str, worker: usize) -> OperatorStats {
+        self.with_role(name, worker, Role::Step)
+    }
+
+    /// The counters of source `name` on `worker` (records in, dead letters).
+    pub fn source(self: &Arc<Self>, name: &str, worker: usize) -> OperatorStats {
+        self.with_role(name, worker, Role::Source)
+    }
+
+    /// The counters of sink `name` on `worker`: records out, latency histograms, commits.
     pub fn sink(self: &Arc<Self>, name: &str, worker: usize) -> OperatorStats {
-        OperatorStats {
-            sink: Some(self.metrics.sink(name, worker)),
-            ..self.operator(name, worker)
-        }
+        self.with_role(name, worker, Role::Sink)
     }
 }
 
@@ -122,17 +129,23 @@ impl OperatorStats {
     /// Adds records read.
     pub fn add_in(&self, n: u64) {
         self.stats.add_in(n);
-        self.counters.records_in.inc_by(n);
+        if let Some(c) = &self.counters.records_in {
+            c.inc_by(n);
+        }
     }
     /// Adds late records.
     pub fn add_late(&self, n: u64) {
         self.stats.add_late(n);
-        self.counters.late.inc_by(n);
+        if let Some(c) = &self.counters.late {
+            c.inc_by(n);
+        }
     }
     /// Adds dead letters.
     pub fn add_dead_letters(&self, n: u64) {
         self.stats.add_dead_letters(n);
-        self.counters.dead_letters.inc_by(n);
+        if let Some(c) = &self.counters.dead_letters {
+            c.inc_by(n);
+        }
     }
     /// A sink wrote records read in `epoch` with these event times (ms): counted, and
     /// observed in the latency histograms.
@@ -142,7 +155,9 @@ impl OperatorStats {
             None => event_times.count() as u64,
         };
         self.stats.add_out(n);
-        self.counters.records_out.inc_by(n);
+        if let Some(c) = &self.counters.records_out {
+            c.inc_by(n);
+        }
     }
     /// A sink committed a batch.
     pub fn committed(&self) {

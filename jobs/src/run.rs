@@ -203,12 +203,18 @@ impl Completer {
                 return;
             }
         };
+        // A source whose input had already ended on a worker (its partitions there were read
+        // to their bounded end) has nothing to stop: it takes part with its final positions.
+        let last = run.final_checkpoint();
         let all = sources.iter().all(|name| {
-            (0..self.workers).all(|w| stops.iter().any(|(p, sw, _)| p == name && *sw == w))
+            (0..self.workers).all(|w| {
+                stops.iter().any(|(p, sw, _)| p == name && *sw == w)
+                    || run.checkpoints.is_done(last, name, w)
+            })
         });
         if all {
-            let last = stops.iter().map(|(_, _, e)| *e).max().unwrap_or(0);
-            self.savepoint = run.next_at_or_after(last);
+            let stopped_at = stops.iter().map(|(_, _, e)| *e).max().unwrap_or(0);
+            self.savepoint = run.next_at_or_after(stopped_at.max(self.next.unwrap_or(0)));
             if let Some(s) = self.savepoint {
                 tracing::info!(
                     "every source has stopped reading: checkpoint {s} will be the savepoint"

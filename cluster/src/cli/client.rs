@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::CliError;
-use crate::wire::{CheckpointInfo, JobStatus, JobSummary};
+use crate::wire::{CheckpointInfo, JobStatus, JobSummary, WorkerStatus};
 
 /// Where the coordinator is and how to talk to it.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,6 +45,8 @@ pub enum ApiCommand {
     },
     /// List jobs.
     Jobs,
+    /// List the workers that have heartbeated.
+    Workers,
     /// A job's state, placement, checkpoints, watermark, lag and errors.
     Status {
         /// The job id.
@@ -212,6 +214,32 @@ async fn execute(conn: &Connection, command: ApiCommand) -> Result<(), CliError>
                     println!(
                         "{:<14} {:<28} {:<11} {:>5} {:>8}  {}",
                         j.id, j.name, j.state, j.processes, j.restarts, j.submitted_at
+                    );
+                }
+            }
+        }
+        ApiCommand::Workers => {
+            let v = call(conn, Method::GET, "/api/v1/workers", None, &[]).await?;
+            if conn.json {
+                print_json(&v);
+            } else {
+                let list: Vec<WorkerStatus> = decode(v)?;
+                println!(
+                    "{:<24} {:<24} {:>5} {:>5}  ALIVE",
+                    "ID", "ADDRESS", "SLOTS", "USED"
+                );
+                for w in list {
+                    println!(
+                        "{:<24} {:<24} {:>5} {:>5}  {}",
+                        w.id,
+                        w.addr,
+                        w.slots,
+                        w.used,
+                        if w.alive {
+                            "yes".to_string()
+                        } else {
+                            format!("no (silent {} ms)", w.last_heartbeat_ms)
+                        }
                     );
                 }
             }

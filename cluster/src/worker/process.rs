@@ -32,8 +32,7 @@ impl JobProcess {
             .map_err(|e| format!("{}: {e}", hosts.display()))?;
         let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the weir binary: {e}"))?;
+        let exe = weir_binary()?;
         let mut cmd = Command::new(exe);
         cmd.current_dir(&dir)
             .arg("run")
@@ -175,4 +174,19 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+/// The `weir` binary this worker runs; after an upgrade replaced it on disk, the new one at
+/// the same path.
+fn weir_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the weir binary: {e}"))?;
+    if exe.exists() {
+        return Ok(exe);
+    }
+    let text = exe.to_string_lossy();
+    let replaced = PathBuf::from(text.trim_end_matches(" (deleted)"));
+    if replaced.exists() {
+        return Ok(replaced);
+    }
+    Err(format!("the weir binary {} is gone", exe.display()))
 }

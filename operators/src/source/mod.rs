@@ -319,7 +319,7 @@ pub fn source<'scope>(
     failures: Failures,
 ) -> SourceStreams<'scope> {
     let worker = scope.index() as u32;
-    let operator_stats = stats.operator(&format!("source.{}", config.name), worker as usize);
+    let operator_stats = stats.source(&format!("source.{}", config.name), worker as usize);
     let metrics_stats = stats.clone();
     let stats = operator_stats;
     let mut builder = OperatorBuilder::new(format!("source.{}", config.name), scope);
