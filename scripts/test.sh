@@ -34,6 +34,11 @@ apt_install() {
 command -v kcat >/dev/null 2>&1 || { echo "installing kcat (Debian)"; apt_install kcat; }
 # redis-server (started by the tests on free loopback ports) and redis-cli (reads back).
 { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { echo "installing redis-server (Debian)"; apt_install redis-server redis-tools; }
+# Prometheus and promtool: every /metrics is checked with promtool, and a real Prometheus server
+# scrapes a job through the coordinator's service discovery.
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || { echo "installing prometheus (Debian)"; apt_install prometheus; }
+# pgrep and kill (the cluster tests kill job processes).
+{ command -v pgrep && command -v kill; } >/dev/null 2>&1 || { echo "installing procps (Debian)"; apt_install procps; }
 # noida-db: a Kafka-protocol broker (PyPI), started by the tests on free loopback ports.
 if [ ! -x "$tools/venv/bin/noida-db" ]; then
   echo "installing noida-db (PyPI) into $tools/venv"
@@ -54,7 +59,7 @@ export WEIR_PYTHON="$tools/venv/bin/python"
 WEIR_NOIDA="$("$tools/venv/bin/python" -c 'from importlib.resources import files; print(files("noida_db").joinpath("noida-db"))')"
 chmod +x "$WEIR_NOIDA"
 export WEIR_NOIDA
-echo "kcat: $(command -v kcat); redis: $(command -v redis-server); broker: $WEIR_NOIDA; python: $WEIR_PYTHON"
+echo "kcat: $(command -v kcat); redis: $(command -v redis-server); prometheus: $(command -v prometheus); broker: $WEIR_NOIDA; python: $WEIR_PYTHON"
 
 step "format"
 cargo fmt --all -- --check
