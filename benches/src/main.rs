@@ -26,6 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod checkpoints;
 mod kafka;
+mod latency;
 mod operators;
 mod sinks;
 
@@ -298,6 +299,8 @@ fn main() -> Result<()> {
     let mut workers = vec![1, 2];
     let mut repeat = 3;
     let mut brokers = None;
+    let mut rate: u64 = 50_000;
+    let mut seconds: u64 = 20;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -305,6 +308,8 @@ fn main() -> Result<()> {
             "--workers" => workers = parse_workers(args.get(i + 1).context("--workers 1,2")?)?,
             "--repeat" => repeat = args.get(i + 1).context("--repeat N")?.parse()?,
             "--brokers" => brokers = Some(args.get(i + 1).context("--brokers HOST:PORT")?.clone()),
+            "--rate" => rate = args.get(i + 1).context("--rate N")?.parse()?,
+            "--seconds" => seconds = args.get(i + 1).context("--seconds N")?.parse()?,
             other => bail!("unknown argument `{other}`"),
         }
         i += 2;
@@ -348,6 +353,10 @@ fn main() -> Result<()> {
         Measurement::print_header();
         operators::run(events.unwrap_or(2_000_000), &workers, repeat)?;
     }
+    if what == "latency" {
+        // Not part of `all`: it needs the release `weir` binary beside this one.
+        latency::run(rate, seconds, brokers.clone())?;
+    }
     if what == "all" || what == "kafka" {
         println!();
         kafka::run(events.unwrap_or(1_000_000), &workers, repeat, brokers)?;
@@ -373,11 +382,12 @@ fn main() -> Result<()> {
         "kafka",
         "checkpoints",
         "sinks",
+        "latency",
     ]
     .contains(&what)
     {
         bail!(
-            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka, checkpoints or sinks"
+            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka, checkpoints, sinks or latency"
         );
     }
     Ok(())

@@ -8,7 +8,9 @@ use std::process::Command;
 use weir_engine::metrics::{Metrics, Role};
 
 fn deploy(file: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file)
 }
 
 fn promtool(args: &[&str], file: &Path) {
@@ -49,7 +51,9 @@ fn exported() -> BTreeSet<String> {
 /// The `weir_*` names a file mentions (histogram series by their family's suffixes).
 fn mentioned(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("weir_") && !w.starts_with("weir_job_id") && !w.starts_with("weir_role"))
+        .filter(|w| {
+            w.starts_with("weir_") && !w.starts_with("weir_job_id") && !w.starts_with("weir_role")
+        })
         .filter(|w| !matches!(*w, "weir_job" | "weir_process" | "weir_token"))
         .map(str::to_string)
         .collect()
@@ -70,6 +74,9 @@ fn the_rules_and_the_dashboard_query_metrics_weir_exports() {
     for file in ["alerts.yml", "grafana-dashboard.json"] {
         let text = std::fs::read_to_string(deploy(file)).unwrap();
         let unknown: Vec<String> = mentioned(&text).difference(&exported).cloned().collect();
-        assert!(unknown.is_empty(), "{file} queries metrics weir does not export: {unknown:?}");
+        assert!(
+            unknown.is_empty(),
+            "{file} queries metrics weir does not export: {unknown:?}"
+        );
     }
 }
