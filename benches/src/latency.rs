@@ -112,13 +112,13 @@ fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     None
 }
 
-fn fraud_spec(brokers: &str) -> String {
+fn fraud_spec(brokers: &str, tick: &str, processes: usize) -> String {
     format!(
         r#"
 name: latency-fraud
-processes: 2
+processes: {processes}
 parallelism: 1
-tick: 10ms
+tick: {tick}
 sources:
   payments:
     kind: kafka
@@ -131,6 +131,7 @@ steps:
   bursts: {{ from: payments, rule: {{ key: user_id, count_over: 10m, threshold: 3, where: "status = 'FAILED'", id: payment_id }} }}
 sinks:
   alerts: {{ from: bursts, kind: kafka, brokers: "{brokers}", topic: bench-latency-alerts, key: user_id }}
+  seen: {{ from: payments, kind: blackhole }}
 "#
     )
 }
@@ -194,7 +195,12 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
     if !create.status.success() {
         bail!("weir gen: {}", String::from_utf8_lossy(&create.stderr));
     }
-    std::fs::write(d.join("job.yaml"), fraud_spec(&brokers))?;
+    let tick = std::env::var("WEIR_BENCH_TICK").unwrap_or_else(|_| "10ms".to_string());
+    let processes: usize = std::env::var("WEIR_BENCH_PROCESSES")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(2);
+    std::fs::write(d.join("job.yaml"), fraud_spec(&brokers, &tick, processes))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while cli(&weir, &url, &["workers"])?
         .as_array()
@@ -262,7 +268,12 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let texts: Vec<String> = metrics
         .iter()
-        .map(|addr| scrape(addr).unwrap_or_default())
+        .map(|addr| {
+            scrape(addr).unwrap_or_else(|e| {
+                eprintln!("cannot scrape {addr}: {e}");
+                String::new()
+            })
+        })
         .collect();
     let event = buckets(&texts, "weir_event_latency_seconds", "alerts");
     let processing = buckets(&texts, "weir_processing_latency_seconds", "alerts");
@@ -273,12 +284,26 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     let alerts = event.last().map_or(0.0, |b| b.1);
+    let per_process: Vec<String> = texts
+        .iter()
+        .map(|t| {
+            let n: f64 = t
+                .lines()
+                .filter(|l| l.starts_with("weir_records_in_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            format!("{n:.0}")
+        })
+        .collect();
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1} ms", v * 1000.0));
     println!(
-        "cluster latency: {events} payments at {rate}/s (produced in {:.1} s), 2 processes × 1 worker, tick 10 ms, watermark delay {OUT_OF_ORDERNESS_MS} ms",
+        "cluster latency: {events} payments at {rate}/s (produced in {:.1} s), 2 processes × 1 worker, tick {tick}, watermark delay {OUT_OF_ORDERNESS_MS} ms",
         produced_in.as_secs_f64()
     );
-    println!("  records read {read:.0}, alerts written {alerts:.0}");
+    println!(
+        "  records read {read:.0} (per process: {}), alerts written {alerts:.0}",
+        per_process.join(", ")
+    );
     println!(
         "  event time → alert write:  p50 {}  p99 {}   (beyond the watermark delay: p99 {})",
         ms(quantile(0.5, &event)),

@@ -27,6 +27,8 @@ struct LoopbackCluster {
     port: u16,
     coordinator: Option<Child>,
     workers: Vec<Child>,
+    /// Each worker's address (its id).
+    addrs: Vec<String>,
 }
 
 impl LoopbackCluster {
@@ -37,13 +39,18 @@ impl LoopbackCluster {
             port: free_port(),
             coordinator: None,
             workers: Vec::new(),
+            addrs: Vec::new(),
         };
         c.start_coordinator();
-        // Port ranges apart from each other and from the ephemeral range.
-        let base = 21_000 + (std::process::id() % 300) as u16 * 30;
+        // Port ranges apart from each other (the tests of this file run at once) and from the
+        // ephemeral range: 60 ports per test process, 20 per cluster.
+        static CLUSTERS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 3;
+        let base = 21_000 + (std::process::id() % 150) as u16 * 60 + n * 20;
         for i in 0..workers {
             let first = base + i as u16 * 10;
             let log = std::fs::File::create(dir.join(format!("worker{i}.log"))).unwrap();
+            let listen = format!("127.0.0.1:{}", free_port());
             let child = Command::new(env!("CARGO_BIN_EXE_weir"))
                 .args([
                     "worker",
@@ -54,7 +61,7 @@ impl LoopbackCluster {
                     "--heartbeat",
                     "300ms",
                 ])
-                .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+                .args(["--listen", &listen])
                 .args(["--ports", &format!("{}-{}", first, first + 9)])
                 .arg("--work-dir")
                 .arg(dir.join(format!("w{i}")))
@@ -66,6 +73,7 @@ impl LoopbackCluster {
                 .spawn()
                 .unwrap();
             c.workers.push(child);
+            c.addrs.push(listen);
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -221,6 +229,16 @@ impl LoopbackCluster {
             }
         }
         out
+    }
+}
+
+impl LoopbackCluster {
+    /// Kills worker `i` with SIGKILL: it stops heartbeating, and its job processes exit on
+    /// their own when they notice.
+    fn kill_worker(&mut self, i: usize) {
+        let w = &mut self.workers[i];
+        let _ = w.kill();
+        let _ = w.wait();
     }
 }
 
@@ -646,4 +664,86 @@ scrape_configs:
         .unwrap()
         .iter()
         .any(|t| t["reason"] == "cancelled"));
+}
+
+#[test]
+fn a_silent_worker_gets_its_jobs_moved_to_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut cluster = LoopbackCluster::start(d, 2);
+    let spec = r#"
+name: moved
+processes: 2
+tick: 50ms
+restart: { backoff: 200ms }
+sources:
+  payments: { kind: generator, stream: payments, rate: 1000, seed: 9, partitions: 4 }
+sinks:
+  out: { from: payments, kind: blackhole }
+"#;
+    let id = cluster.submit(spec, "moved.yaml");
+    let s = cluster.wait_for(&id, "running on both", Duration::from_secs(60), |s| {
+        s["state"] == "running"
+            && s["placement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["state"] == "running")
+    });
+    let on: Vec<String> = s["placement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["worker"].as_str().unwrap().to_string())
+        .collect();
+    assert_ne!(on[0], on[1], "spread over both workers");
+    let (first, survivor) = (cluster.addrs[0].clone(), cluster.addrs[1].clone());
+    cluster.kill_worker(0);
+    let s = cluster.wait_for(
+        &id,
+        "a restart on the other worker",
+        Duration::from_secs(60),
+        |s| {
+            s["state"] == "running"
+                && s["restarts"] == 1
+                && s["placement"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["worker"] == survivor.as_str() && p["state"] == "running")
+        },
+    );
+    let errors = s["errors"].to_string();
+    assert!(
+        errors.contains(&first) && errors.contains("heartbeat"),
+        "{s:#}"
+    );
+    let workers = cluster.api(&["workers"]);
+    let dead = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == first.as_str())
+        .unwrap();
+    assert_eq!(dead["alive"], false, "{workers}");
+    // The processes of the dead worker did not outlive it.
+    let orphans = Command::new("pgrep")
+        .args(["-f", &format!("{}/w0/{id}/", d.display())])
+        .output()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = String::from_utf8_lossy(&orphans.stdout).to_string();
+    while !left.trim().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let again = Command::new("pgrep")
+            .args(["-f", &format!("{}/w0/{id}/", d.display())])
+            .output()
+            .unwrap();
+        left = String::from_utf8_lossy(&again.stdout).to_string();
+    }
+    assert!(
+        left.trim().is_empty(),
+        "job processes of the dead worker still run: {left}"
+    );
+    cluster.api(&["cancel", &id]);
 }

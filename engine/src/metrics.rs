@@ -21,7 +21,8 @@ use crate::event::{Epoch, WATERMARK_END, WATERMARK_MIN};
 
 /// Latency buckets, 1 ms to 60 s (seconds).
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+    2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
 ];
 
 /// Checkpoint duration buckets, 10 ms to 5 min (seconds).
@@ -360,7 +361,7 @@ mod tests {
             text.contains("weir_event_latency_seconds_count{job=\"fraud\",operator=\"alerts\"} 2")
         );
         assert!(text.contains(
-            "weir_event_latency_seconds_bucket{job=\"fraud\",operator=\"alerts\",le=\"2.5\"} 2"
+            "weir_event_latency_seconds_bucket{job=\"fraud\",operator=\"alerts\",le=\"2\"} 2"
         ));
         assert!(text.contains(
             "weir_event_latency_seconds_bucket{job=\"fraud\",operator=\"alerts\",le=\"1\"} 1"

@@ -84,6 +84,9 @@ pub fn run(args: WorkerArgs) -> Result<(), String> {
         .unwrap_or_else(|| PathBuf::from(format!("weir-worker-{}", addr.port())));
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| format!("--work-dir {}: {e}", work_dir.display()))?;
+    // Job processes run inside it: their paths must not depend on where the worker started.
+    let work_dir = std::fs::canonicalize(&work_dir)
+        .map_err(|e| format!("--work-dir {}: {e}", work_dir.display()))?;
     let token = args
         .token_file
         .as_deref()

@@ -277,6 +277,10 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// Reads one partition.
+/// How long a reader whose queue is empty waits before looking again (the queue's callback
+/// wakes the source operator, but not a partition marked as waiting).
+const EMPTY_QUEUE_PAUSE: Duration = Duration::from_millis(2);
+
 struct KafkaReader {
     consumer: Arc<Consumer_>,
     queue: rdkafka::consumer::base_consumer::PartitionQueue<super::client::SourceContext>,
@@ -520,12 +524,14 @@ impl PartitionReader for KafkaReader {
         }
         for _ in 0..max {
             let message = match self.queue.poll(Duration::ZERO) {
-                None => return Ok(ReadStatus::Waiting(Duration::from_millis(100))),
+                // An empty queue is polled again soon: a live partition refills it within
+                // milliseconds, and a poll costs a microsecond.
+                None => return Ok(ReadStatus::Waiting(EMPTY_QUEUE_PAUSE)),
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
                     return Ok(self
                         .cursor
                         .at_eof()
-                        .unwrap_or(ReadStatus::Waiting(Duration::from_millis(100))));
+                        .unwrap_or(ReadStatus::Waiting(EMPTY_QUEUE_PAUSE)));
                 }
                 Some(Err(e)) => {
                     self.warn(e);
