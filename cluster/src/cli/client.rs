@@ -158,6 +158,23 @@ async fn call(
     })
 }
 
+/// A command with a JSON body.
+async fn send_json(
+    conn: &Connection,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> Result<Value, CliError> {
+    call(
+        conn,
+        method,
+        path,
+        Some((body.to_string(), "application/json")),
+        &[],
+    )
+    .await
+}
+
 fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, CliError> {
     serde_json::from_value(v).map_err(|e| CliError::Failed(anyhow!("unexpected answer: {e}")))
 }
@@ -282,13 +299,11 @@ async fn execute(conn: &Connection, command: ApiCommand) -> Result<(), CliError>
             }
         }
         ApiCommand::Stop { id, savepoint } => {
-            let body = serde_json::json!({ "savepoint": savepoint }).to_string();
-            let v = call(
+            let v = send_json(
                 conn,
                 Method::POST,
                 &format!("{jobs}/{id}/stop"),
-                Some((body, "application/json")),
-                &[],
+                serde_json::json!({ "savepoint": savepoint }),
             )
             .await?;
             done(
@@ -320,13 +335,11 @@ async fn execute(conn: &Connection, command: ApiCommand) -> Result<(), CliError>
             );
         }
         ApiCommand::Rescale { id, processes } => {
-            let body = serde_json::json!({ "parallelism": processes }).to_string();
-            let v = call(
+            let v = send_json(
                 conn,
                 Method::PATCH,
                 &format!("{jobs}/{id}"),
-                Some((body, "application/json")),
-                &[],
+                serde_json::json!({ "parallelism": processes }),
             )
             .await?;
             done(
@@ -336,13 +349,11 @@ async fn execute(conn: &Connection, command: ApiCommand) -> Result<(), CliError>
             );
         }
         ApiCommand::Replay { id, from, shadow } => {
-            let body = serde_json::json!({ "from": from, "shadow": shadow }).to_string();
-            let v = call(
+            let v = send_json(
                 conn,
                 Method::POST,
                 &format!("{jobs}/{id}/replay"),
-                Some((body, "application/json")),
-                &[],
+                serde_json::json!({ "from": from, "shadow": shadow }),
             )
             .await?;
             if conn.json {

@@ -215,35 +215,15 @@ mod tests {
     use super::*;
 
     pub(crate) fn record() -> JobRecord {
-        JobRecord {
-            id: "j1".into(),
-            seq: 1,
-            name: "fraud".into(),
-            spec: String::new(),
-            state: JobState::Submitted,
-            processes: 2,
-            workers: 1,
-            checkpoint_store: Some("file:///tmp/c".into()),
-            restart: (3, 1000, 8000),
-            attempt: 0,
-            restarts: 0,
-            failures_in_a_row: 0,
-            args: Vec::new(),
-            restore_next: None,
-            placement: Vec::new(),
-            run_args: Vec::new(),
-            stop: None,
-            after_stop: AfterStop::Stop,
-            savepoints: 0,
-            not_before_ms: 0,
-            placed_ms: 0,
-            errors: Vec::new(),
-            savepoint: None,
-            replay_of: None,
-            idempotency_key: None,
-            submitted_ms: 0,
-            history: Vec::new(),
-        }
+        let spec = "name: fraud\nprocesses: 2\n\
+            checkpoint: { interval: 1s, store: \"file:///tmp/c\" }\n\
+            restart: { max_attempts: 3, backoff: 1s, max_backoff: 8s }\n\
+            sources:\n  p: { kind: generator, stream: payments, events: 1 }\n\
+            sinks:\n  out: { from: p, kind: blackhole }\n";
+        let plan = weir_jobs::load_spec(spec, &[]).expect("a valid spec");
+        let mut r = super::super::new_record(spec, &plan, None, None, Vec::new(), None);
+        r.id = "j1".into();
+        r
     }
 
     #[test]

@@ -147,6 +147,17 @@ impl Coordinator {
         }
         let plan = validate(text)?;
         let record = new_record(text, &plan, idempotency_key, None, Vec::new(), None);
+        let id = self
+            .add(
+                record,
+                "stop it first (its checkpoints and sinks would be shared)",
+            )
+            .await?;
+        Ok((id, true))
+    }
+
+    /// Stores a new job, unless a job of the same name has not ended (`hint`: what to do).
+    async fn add(&self, record: JobRecord, hint: &str) -> Result<String, ApiFailure> {
         let id = record.id.clone();
         self.change(|cluster| {
             if let Some(other) = cluster
@@ -155,8 +166,7 @@ impl Coordinator {
                 .find(|j| j.name == record.name && !j.state.is_terminal())
             {
                 return Err(Refused::Conflict(format!(
-                    "job `{}` already runs as {} ({}): stop it first (its checkpoints and \
-                     sinks would be shared)",
+                    "job `{}` already runs as {} ({}): {hint}",
                     other.name, other.id, other.state
                 )));
             }
@@ -166,7 +176,7 @@ impl Coordinator {
             Ok(())
         })
         .await?;
-        Ok((id, true))
+        Ok(id)
     }
 
     /// Every job, in submission order.
@@ -366,25 +376,8 @@ impl Coordinator {
             args,
             restore,
         );
-        let new_id = record.id.clone();
-        self.change(|cluster| {
-            if let Some(other) = cluster
-                .jobs
-                .values()
-                .find(|j| j.name == record.name && !j.state.is_terminal())
-            {
-                return Err(Refused::Conflict(format!(
-                    "job `{}` runs as {} ({}): replay into shadow sinks, or stop it first",
-                    other.name, other.id, other.state
-                )));
-            }
-            let mut record = record;
-            record.seq = cluster.next_seq();
-            cluster.add(record);
-            Ok(())
-        })
-        .await?;
-        Ok(new_id)
+        self.add(record, "replay into shadow sinks, or stop it first")
+            .await
     }
 }
 
