@@ -735,19 +735,18 @@ sinks:
         std::thread::sleep(Duration::from_millis(200));
     }
     // The processes of the dead worker did not outlive it.
-    let orphans = Command::new("pgrep")
-        .args(["-f", &format!("{}/w0/{id}/", d.display())])
-        .output()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut left = String::from_utf8_lossy(&orphans.stdout).to_string();
-    while !left.trim().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        let again = Command::new("pgrep")
+    let running = || {
+        let out = Command::new("pgrep")
             .args(["-f", &format!("{}/w0/{id}/", d.display())])
             .output()
             .unwrap();
-        left = String::from_utf8_lossy(&again.stdout).to_string();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = running();
+    while !left.trim().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        left = running();
     }
     assert!(
         left.trim().is_empty(),
