@@ -5,6 +5,7 @@
 //! and operator internals touch timely's builder API.
 
 pub mod checkpoint;
+pub mod clock;
 pub mod crash;
 pub mod data;
 pub mod event;

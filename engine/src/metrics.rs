@@ -21,8 +21,8 @@ use crate::event::{Epoch, WATERMARK_END, WATERMARK_MIN};
 
 /// Latency buckets, 1 ms to 60 s (seconds).
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
-    2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.125,
+    0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
 ];
 
 /// Checkpoint duration buckets, 10 ms to 5 min (seconds).
@@ -43,6 +43,7 @@ pub struct Metrics {
     dead_letters: IntCounterVec,
     event_latency: HistogramVec,
     processing_latency: HistogramVec,
+    read_latency: HistogramVec,
     kafka_lag: IntGaugeVec,
     watermark: Gauge,
     watermark_lag: Gauge,
@@ -115,7 +116,11 @@ impl Metrics {
                 &["operator"],
             ).expect("metric")),
             processing_latency: register(r, HistogramVec::new(
-                hist("weir_processing_latency_seconds", "Wall-clock time from the start of the epoch a record was read in to its sink writing it.", LATENCY_BUCKETS),
+                hist("weir_processing_latency_seconds", "Wall-clock time from the start of a record's epoch (the epoch it was read in; for results of event-time steps, the epoch whose watermark released them) to its sink writing it.", LATENCY_BUCKETS),
+                &["operator"],
+            ).expect("metric")),
+            read_latency: register(r, HistogramVec::new(
+                hist("weir_source_event_lag_seconds", "Wall-clock time from a record's event time to its source reading it (what the outside world and the broker add before weir sees a record).", LATENCY_BUCKETS),
                 &["operator"],
             ).expect("metric")),
             kafka_lag: register(r, IntGaugeVec::new(
@@ -200,6 +205,8 @@ impl Metrics {
             records_out: has(Role::Sink).map(|_| self.records_out.with_label_values(&l)),
             late: has(Role::Step).map(|_| self.late.with_label_values(&l)),
             dead_letters: has(Role::Source).map(|_| self.dead_letters.with_label_values(&l)),
+            read_latency: has(Role::Source)
+                .map(|_| self.read_latency.with_label_values(&[operator])),
         }
     }
 
@@ -253,6 +260,17 @@ impl Metrics {
         self.last_checkpoint.set(epoch as i64);
     }
 
+    /// A source read records with `event_times` (ms) now.
+    pub fn observe_read(
+        &self,
+        counters: &OperatorCounters,
+        event_times: impl Iterator<Item = i64>,
+    ) {
+        if let Some(h) = &counters.read_latency {
+            observe_lag(h, (now_micros() / 1000) as i64, event_times);
+        }
+    }
+
     /// A checkpoint failed.
     pub fn checkpoint_failed(&self) {
         self.checkpoint_failures.inc();
@@ -272,14 +290,7 @@ impl Metrics {
         event_times: impl Iterator<Item = i64>,
     ) -> u64 {
         let now = now_micros();
-        let now_ms = (now / 1000) as i64;
-        let event = sink.event.local();
-        let mut n = 0u64;
-        for ts in event_times {
-            event.observe(now_ms.saturating_sub(ts).max(0) as f64 / 1e3);
-            n += 1;
-        }
-        event.flush();
+        let n = observe_lag(&sink.event, (now / 1000) as i64, event_times);
         if n > 0 {
             if let Some(opened) = self.epoch_opened_at(epoch) {
                 let secs = now.saturating_sub(opened) as f64 / 1e6;
@@ -316,6 +327,20 @@ pub struct OperatorCounters {
     pub late: Option<IntCounter>,
     /// Undecodable inputs.
     pub dead_letters: Option<IntCounter>,
+    /// Event time → read (sources).
+    pub read_latency: Option<Histogram>,
+}
+
+/// Observes, for records with `event_times` (ms) seen now, wall clock minus event time.
+fn observe_lag(histogram: &Histogram, now_ms: i64, event_times: impl Iterator<Item = i64>) -> u64 {
+    let local = histogram.local();
+    let mut n = 0u64;
+    for ts in event_times {
+        local.observe(now_ms.saturating_sub(ts).max(0) as f64 / 1e3);
+        n += 1;
+    }
+    local.flush();
+    n
 }
 
 /// A sink's latency histograms and commit counter.

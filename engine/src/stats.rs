@@ -133,6 +133,10 @@ impl OperatorStats {
             c.inc_by(n);
         }
     }
+    /// A source read records with these event times (ms): the read-lag histogram.
+    pub fn read(&self, event_times: impl Iterator<Item = i64>) {
+        self.stats.metrics.observe_read(&self.counters, event_times);
+    }
     /// Adds late records.
     pub fn add_late(&self, n: u64) {
         self.stats.add_late(n);

@@ -4,10 +4,12 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use weir_engine::checkpoint::{names, CheckpointRun, DurableBackend, Participant};
+use weir_engine::clock::EpochClock;
 use weir_engine::event::{Epoch, Event, WATERMARK_MIN};
 use weir_engine::failure::Failures;
 use weir_engine::state::{CheckpointSchedule, StateBackend, StateContext};
@@ -74,6 +76,10 @@ pub struct BuildContext {
     pub durable: Option<DurableSetup>,
     /// Unfinished epochs downstream before sources pause.
     pub max_inflight_epochs: u64,
+    /// Where the epoch clock starts, agreed by every worker before the dataflow is built
+    /// ([`agree_on_anchor`](weir_engine::clock::agree_on_anchor)); unset: when the dataflow
+    /// is built (one worker).
+    pub clock_anchor: Option<SystemTime>,
     /// The lineage sinks version their writes by when the run takes no checkpoints (its
     /// start time, ms); with checkpoints, the checkpoints' lineage.
     pub generation: u64,
@@ -88,6 +94,7 @@ impl BuildContext {
             state: None,
             durable: None,
             max_inflight_epochs: 8,
+            clock_anchor: None,
             generation: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_millis() as u64),
@@ -262,7 +269,7 @@ pub fn build<'scope>(
     for (i, source_plan) in plan.sources.iter().enumerate() {
         let config = SourceConfig {
             name: source_plan.name.clone(),
-            tick: plan.tick,
+            clock: EpochClock::new(ctx.clock_anchor.unwrap_or_else(SystemTime::now), plan.tick),
             max_out_of_orderness: source_plan.max_out_of_orderness,
             idle_timeout: source_plan.idle_timeout,
             on_error: source_plan.on_error,

@@ -375,6 +375,9 @@ pub fn run(
     let stopped_at = stopped.clone();
     let completer_stats = stats.clone();
     let result = execute(&options.cluster, options.connect_timeout, move |worker| {
+        // Every source closes its epochs at the same instants (see `weir_engine::clock`).
+        let mut ctx = ctx.clone();
+        ctx.clock_anchor = Some(weir_engine::clock::agree_on_anchor(worker));
         let probe = worker.dataflow::<Epoch, _, _>(|scope| build(scope, &plan, &ctx))?;
         let mut completer = durable
             .clone()

@@ -1,10 +1,12 @@
 //! The source operator: epochs, watermarks from partitions, idle partitions, end of input.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
+use weir_engine::clock::{agree_on_anchor, EpochClock};
 use weir_engine::data::{Row, Value};
 use weir_engine::event::{Epoch, WATERMARK_END};
 use weir_engine::failure::Failures;
@@ -81,7 +83,7 @@ fn watermarks(
         worker.dataflow::<Epoch, _, _>(|scope| {
             let config = SourceConfig {
                 name: "s".into(),
-                tick: Duration::from_millis(10),
+                clock: EpochClock::starting_now(Duration::from_millis(10)),
                 max_out_of_orderness: 5,
                 idle_timeout,
                 on_error: OnError::DeadLetter,
@@ -188,5 +190,106 @@ fn a_rate_limited_generator_does_not_run_ahead_of_its_rate() {
         start.elapsed() >= Duration::from_millis(190),
         "{:?}",
         start.elapsed()
+    );
+}
+
+/// Emits a record every 5 ms: `count` of them, or until `until` is set, then ends (and sets
+/// `done`).
+struct Paced {
+    count: Option<usize>,
+    emitted: usize,
+    last: Option<Instant>,
+    until: Arc<AtomicBool>,
+    done: Option<Arc<AtomicBool>>,
+    deadline: Instant,
+}
+
+impl PartitionReader for Paced {
+    fn location(&self) -> &str {
+        "paced"
+    }
+    fn read(&mut self, _max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String> {
+        let finished = match self.count {
+            Some(n) => self.emitted >= n,
+            None => self.until.load(Ordering::SeqCst) || Instant::now() > self.deadline,
+        };
+        if finished {
+            if let Some(done) = &self.done {
+                done.store(true, Ordering::SeqCst);
+            }
+            return Ok(ReadStatus::Done);
+        }
+        let pace = Duration::from_millis(5);
+        if let Some(last) = self.last.filter(|l| l.elapsed() < pace) {
+            return Ok(ReadStatus::Waiting(pace - last.elapsed()));
+        }
+        self.last = Some(Instant::now());
+        out.record(self.emitted as i64, Row::from_values(&[Value::Int(0)]));
+        self.emitted += 1;
+        Ok(ReadStatus::More)
+    }
+}
+
+#[test]
+fn a_source_that_starts_late_does_not_stall_the_others() {
+    // Worker 1 builds its dataflow 400 ms after worker 0 (a slow broker connection, another
+    // process connecting late). Epochs come from one clock, so worker 0's source is not 40
+    // epochs ahead of worker 1's — which, beyond the 8 epochs in flight, used to stop it from
+    // reading until worker 1's input ended (here: never, until the deadline).
+    let first_done = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let flag = first_done.clone();
+    let read = timely::execute(timely::Config::process(2), move |worker| {
+        let anchor = agree_on_anchor(worker);
+        let index = worker.index();
+        if index == 1 {
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        let reader = Paced {
+            count: (index == 0).then_some(100),
+            emitted: 0,
+            last: None,
+            until: flag.clone(),
+            done: (index == 0).then(|| flag.clone()),
+            deadline,
+        };
+        let probe = ProbeHandle::new();
+        let count = Arc::new(Mutex::new(0usize));
+        let counter = count.clone();
+        worker.dataflow::<Epoch, _, _>(|scope| {
+            let config = SourceConfig {
+                name: "s".into(),
+                clock: EpochClock::new(anchor, Duration::from_millis(10)),
+                max_out_of_orderness: 0,
+                idle_timeout: Some(Duration::from_millis(50)),
+                on_error: OnError::DeadLetter,
+                max_inflight_epochs: 8,
+                checkpoints: None,
+            };
+            let out = source(
+                scope,
+                config,
+                Partitions::fixed(vec![Box::new(reader)]),
+                Some(probe.clone()),
+                Default::default(),
+                Failures::new(),
+            );
+            out.events
+                .inspect(move |_| *counter.lock().unwrap() += 1)
+                .probe_with(&probe);
+        });
+        worker.step_while(|| !probe.done());
+        let n = *count.lock().unwrap();
+        n
+    })
+    .unwrap()
+    .join()
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect::<Vec<_>>();
+    assert_eq!(read[0], 100);
+    assert!(
+        first_done.load(Ordering::SeqCst) && Instant::now() < deadline,
+        "worker 0 read its input only once worker 1 had ended: {read:?}"
     );
 }

@@ -32,6 +32,9 @@ pub struct GenArgs {
     /// Partitions of the topic when it is created.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// A librdkafka producer property, e.g. `-X linger.ms=1` (repeatable).
+    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE", requires = "brokers", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
     /// Events per second (full speed without).
     #[arg(long)]
     rate: Option<f64>,
@@ -48,7 +51,8 @@ pub struct GenArgs {
     /// Seed: the same seed gives the same events.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Event time of the first event (RFC 3339).
+    /// Event time of the first event (RFC 3339), or `now`: the wall clock when the first
+    /// event is produced (with --rate, event times then follow the wall clock).
     #[arg(long, default_value = "2026-01-01T00:00:00Z")]
     start_time: String,
     /// Event time between events, ms.
@@ -69,6 +73,13 @@ pub struct GenArgs {
     /// How long to wait for the Kafka brokers.
     #[arg(long, default_value = "30s", value_parser = |s: &str| humantime::parse_duration(s).map_err(|e| e.to_string()))]
     connect_timeout: Duration,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}`: expected KEY=VALUE, e.g. linger.ms=1")),
+    }
 }
 
 fn usage(message: impl Into<String>) -> CliError {
@@ -97,8 +108,12 @@ impl GenArgs {
             }
         }
         let mut config = GeneratorConfig::new(stream, self.events, self.seed);
-        config.start_ms =
-            parse_rfc3339(&self.start_time).map_err(|e| usage(format!("--start-time: {e}")))?;
+        config.start_ms = match self.start_time.as_str() {
+            "now" => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            other => parse_rfc3339(other).map_err(|e| usage(format!("--start-time: {e}")))?,
+        };
         config.step_ms = self.time_step_ms;
         config.disorder_ms = self.disorder_ms;
         config.late_fraction = self.late_fraction;
@@ -219,8 +234,8 @@ fn to_kafka(args: &GenArgs) -> Result<(), CliError> {
     }
     let conn = Connection {
         brokers,
-        properties: Default::default(),
-        connect_timeout: Duration::from_secs(30),
+        properties: args.properties.iter().cloned().collect(),
+        connect_timeout: args.connect_timeout,
     };
     let failed = |e: weir_operators::kafka::KafkaError| CliError::Failed(anyhow::anyhow!(e));
     // Generated and recorded events carry their event time as the message timestamp, often
@@ -232,10 +247,11 @@ fn to_kafka(args: &GenArgs) -> Result<(), CliError> {
         );
     }
     let producer = MessageProducer::new(&conn, &topic).map_err(failed)?;
-    let mut pace = Pace::new(args.rate);
     let mut sent = 0u64;
     let what;
+    let mut pace;
     if let Some(path) = &args.from {
+        pace = Pace::new(args.rate);
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -265,7 +281,9 @@ fn to_kafka(args: &GenArgs) -> Result<(), CliError> {
         }
         what = format!("lines of {}", path.display());
     } else {
+        // Resolves `--start-time now` as the first event goes out.
         let config = std::sync::Arc::new(args.config()?);
+        pace = Pace::new(args.rate);
         let mut generator = Generator::new(
             config.clone(),
             std::sync::Arc::new(Pools::new(config.cardinalities)),

@@ -4,7 +4,8 @@
 //! spread over workers deterministically. On each worker the source operator:
 //! - reads its partitions in bounded batches and yields, so downstream operators keep up;
 //! - stamps each record with its partition's watermark (see [`Event::wm`]);
-//! - advances its epoch every tick of processing time, and reports its local watermark
+//! - advances its epoch on the computation's [`EpochClock`] (the same instants on every
+//!   worker and process), and reports its local watermark
 //!   (minimum over live, non-idle partitions) to the global watermark stream;
 //! - turns unreadable input into dead letters (or skips it, or fails the job: `on_error`);
 //! - stops reading while more than `max_inflight_epochs` epochs are unfinished downstream;
@@ -23,6 +24,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use weir_engine::checkpoint::{names, CheckpointRun};
+use weir_engine::clock::EpochClock;
 use weir_engine::data::Row;
 use weir_engine::event::{dead_letter_event, Epoch, Event, WATERMARK_END};
 use weir_engine::failure::Failures;
@@ -211,8 +213,8 @@ impl Partitions {
 pub struct SourceConfig {
     /// Source name (operator name, dead-letter `source` column).
     pub name: String,
-    /// Processing time per epoch.
-    pub tick: Duration,
+    /// When epochs open and close (shared by every source of the computation).
+    pub clock: EpochClock,
     /// Allowed disorder within a partition, ms.
     pub max_out_of_orderness: i64,
     /// A partition without input for this long stops holding the watermark back.
@@ -385,14 +387,16 @@ pub fn source<'scope>(
         resume(p, &failures, &config.name);
     }
     let first_epoch = config.checkpoints.as_ref().map_or(0, |c| c.first_epoch);
+    let clock = config.clock;
 
     builder.build_reschedule(move |mut initial| {
-        let mut epoch: Epoch = first_epoch;
+        let mut epoch: Epoch = clock.epoch_now(first_epoch);
         for cap in initial.iter_mut() {
             cap.downgrade(&epoch);
         }
         let mut caps: Option<Vec<Capability<Epoch>>> = Some(initial);
-        let mut epoch_started = Instant::now();
+        // The last checkpoint epoch this source closed.
+        let mut in_flight: Option<Epoch> = None;
         let metrics = metrics_stats;
         metrics.metrics().epoch_opened(epoch);
         let mut reported = i64::MIN;
@@ -506,6 +510,7 @@ pub fn source<'scope>(
                     }
                     stats.add_in(got as u64);
                     if !events_buf.is_empty() {
+                        stats.read(events_buf.iter().map(|e| e.ts));
                         events_out.activate().session(&held[0]).give_iterator(events_buf.drain(..));
                     }
                     if !bad_buf.is_empty() {
@@ -583,20 +588,34 @@ pub fn source<'scope>(
                 activator.activate();
                 return true;
             }
-            if now.duration_since(epoch_started) >= config.tick {
-                partitions.iter_mut().for_each(|p| p.reader.epoch_closed(epoch));
-                if let Some(c) = &config.checkpoints {
-                    if c.is_checkpoint(epoch) {
-                        // Positions as of the end of the checkpoint epoch, before the
-                        // capability moves past it.
-                        if let Err(e) = write_positions(c, &config.name, worker as usize, epoch, &partitions) {
-                            tracing::error!("source `{}`: checkpoint {epoch} failed: {e}", config.name);
-                        }
+            // Close every epoch the clock has passed (several when the worker was busy or
+            // the source started late), each with its checkpoint positions when it is one.
+            // At most one checkpoint is in flight: while downstream has not finished the
+            // previous one, the source stays in the next checkpoint epoch (and reads on into
+            // it) instead of closing it — a run that fell behind would otherwise close a burst
+            // of checkpoint epochs at once and snapshot the same state for each.
+            let open = clock.epoch_now(first_epoch);
+            let from = epoch;
+            while epoch < open {
+                if let Some(c) = config.checkpoints.as_ref().filter(|c| c.is_checkpoint(epoch)) {
+                    let busy = in_flight.is_some_and(|prev| progress.as_ref().is_some_and(|p| p.less_equal(&prev)));
+                    if busy {
+                        break;
                     }
+                    // Positions as of the end of the checkpoint epoch, before the capability
+                    // moves past it.
+                    if let Err(e) = write_positions(c, &config.name, worker as usize, epoch, &partitions) {
+                        tracing::error!("source `{}`: checkpoint {epoch} failed: {e}", config.name);
+                    }
+                    in_flight = Some(epoch);
                 }
                 closed.push_back(epoch);
                 epoch += 1;
-                epoch_started = now;
+            }
+            if epoch > from {
+                for p in partitions.iter_mut() {
+                    p.reader.epoch_closed(from);
+                }
                 metrics.metrics().epoch_opened(epoch);
                 for p in partitions.iter_mut() {
                     if let Some((topic, partition, lag)) = p.reader.lag() {
@@ -609,7 +628,7 @@ pub fn source<'scope>(
                     cap.downgrade(&epoch);
                 }
             }
-            let until_tick = config.tick.saturating_sub(now.duration_since(epoch_started));
+            let until_tick = clock.until_next();
             let now = Instant::now();
             let mut ready = false;
             let mut wake: Option<Duration> = None;
