@@ -7,6 +7,11 @@
 //! and retracted in O(1) (float sums exactly, see [`ExactSum`]); min and max keep monotonic
 //! deques, O(1) amortised. A key's records are evicted as the watermark moves past their
 //! range, and a key with none left is dropped.
+//!
+//! Per key, the records in range live in one row-major ring: event time, null bits, then one
+//! word per distinct numeric argument (`avg(t)` and `max(t)` share `t`). Evicting the oldest
+//! record reads one place in memory instead of one deque per aggregate — with thousands of
+//! keys their state is cold, and every extra deque was another cache miss.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -17,7 +22,7 @@ use weir_engine::data::{DataType, Row, RowBuilder, Value};
 use weir_engine::event::Event;
 
 use crate::aggregate::{Aggregates, ExactSum};
-use crate::expr::AggregateFunction;
+use crate::expr::{AggregateFunction, Expr};
 use crate::ordered::{cleanup_timer, KeyState, KeyedProcess};
 
 /// A rolling aggregate step.
@@ -29,73 +34,221 @@ pub struct Rolling {
     pub input_columns: usize,
     /// The aggregates, compiled against the input.
     pub aggregates: Arc<Aggregates>,
+    /// The distinct arguments of the aggregates, evaluated once per record.
+    arguments: Vec<Argument>,
+    /// Per aggregate: its argument (index into `arguments`), `None` for `count(*)`.
+    argument_of: Vec<Option<usize>>,
+    /// Null-bit words per record.
+    mask_words: usize,
+    /// Words per record in the ring.
+    stride: usize,
+    string_arguments: usize,
     output: RowBuilder,
+}
+
+/// How an argument's values are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Integers and timestamps, as `i64` in the ring.
+    Int,
+    /// Any number, as `f64` bits in the ring.
+    Float,
+    /// Strings, in a deque of their own.
+    Str,
+}
+
+#[derive(Clone, Debug)]
+struct Argument {
+    expr: Expr,
+    kind: Kind,
+    /// The word after the null bits (Int, Float), or the string deque (Str).
+    slot: usize,
 }
 
 impl Rolling {
     /// Rolling `aggregates` over `over` ms, on rows of `input_columns` columns.
     pub fn new(over: i64, input_columns: usize, aggregates: Arc<Aggregates>) -> Self {
         let n = aggregates.len();
+        let mut arguments: Vec<Argument> = Vec::new();
+        let mut argument_of = Vec::with_capacity(n);
+        let (mut words, mut strings) = (0, 0);
+        for a in aggregates.list() {
+            let Some(expr) = a.call.argument.as_ref() else {
+                argument_of.push(None);
+                continue;
+            };
+            let kind = match expr.dtype() {
+                Some(DataType::Float) => Kind::Float,
+                Some(DataType::String) => Kind::Str,
+                _ => Kind::Int,
+            };
+            let found = arguments
+                .iter()
+                .position(|g| g.expr.text() == expr.text() && g.kind == kind);
+            let index = found.unwrap_or_else(|| {
+                let slot = match kind {
+                    Kind::Str => {
+                        strings += 1;
+                        strings - 1
+                    }
+                    _ => {
+                        words += 1;
+                        words - 1
+                    }
+                };
+                arguments.push(Argument {
+                    expr: expr.clone(),
+                    kind,
+                    slot,
+                });
+                arguments.len() - 1
+            });
+            argument_of.push(Some(index));
+        }
+        let mask_words = arguments.len().div_ceil(64);
         Rolling {
             over,
             input_columns,
             output: RowBuilder::new(input_columns + n),
             aggregates,
+            stride: 1 + mask_words + words,
+            mask_words,
+            string_arguments: strings,
+            arguments,
+            argument_of,
         }
     }
 
-    fn fresh_columns(&self) -> Vec<RollColumn> {
-        self.aggregates
-            .list()
-            .iter()
-            .map(|a| {
-                let values = match a.call.argument.as_ref().and_then(|e| e.dtype()) {
-                    None => Values::Star,
-                    Some(DataType::Float) => Values::Float(VecDeque::new()),
-                    Some(DataType::String) => Values::Str(VecDeque::new()),
-                    Some(_) => Values::Int(VecDeque::new()),
-                };
-                RollColumn {
-                    values,
-                    n: 0,
-                    sum_int: 0,
-                    sum_float: ExactSum::default(),
-                    best: VecDeque::new(),
-                }
-            })
-            .collect()
+    /// Word `w` of the record `at` places from the oldest.
+    #[inline]
+    fn word(&self, state: &Trailing, at: usize, w: usize) -> u64 {
+        state.ring[at * self.stride + w]
+    }
+
+    #[inline]
+    fn present(&self, state: &Trailing, at: usize, argument: usize) -> bool {
+        self.word(state, at, 1 + argument / 64) & (1 << (argument % 64)) == 0
+    }
+
+    /// Orders the values of `argument` of records `a` and `b` (both present).
+    fn compare(&self, state: &Trailing, argument: usize, a: usize, b: usize) -> Ordering {
+        let arg = &self.arguments[argument];
+        let w = 1 + self.mask_words + arg.slot;
+        match arg.kind {
+            Kind::Int => (self.word(state, a, w) as i64).cmp(&(self.word(state, b, w) as i64)),
+            Kind::Float => f64::from_bits(self.word(state, a, w))
+                .total_cmp(&f64::from_bits(self.word(state, b, w))),
+            Kind::Str => state.strings[arg.slot][a].cmp(&state.strings[arg.slot][b]),
+        }
     }
 
     /// Removes the records that left `(now - over, now]`.
     fn evict(&self, state: &mut Trailing, now: i64) {
         let horizon = now.saturating_sub(self.over);
-        while state.ts.front().is_some_and(|ts| *ts <= horizon) {
-            state.ts.pop_front();
+        while state.len > 0 && (state.ring[0] as i64) <= horizon {
             let seq = state.front_seq;
-            state.front_seq += 1;
-            for column in &mut state.columns {
-                column.pop_front(seq);
+            for (j, argument) in self.argument_of.iter().enumerate() {
+                let Some(a) = *argument else { continue };
+                if self.present(state, 0, a) {
+                    let arg = &self.arguments[a];
+                    let word = state.ring[1 + self.mask_words + arg.slot];
+                    let agg = &mut state.aggs[j];
+                    agg.n -= 1;
+                    match arg.kind {
+                        Kind::Int => agg.sum_int -= word as i64 as i128,
+                        Kind::Float => agg.sum_float.add(-f64::from_bits(word)),
+                        Kind::Str => {}
+                    }
+                }
+                let agg = &mut state.aggs[j];
+                if agg.best.front() == Some(&seq) {
+                    agg.best.pop_front();
+                }
             }
+            state.ring.drain(..self.stride);
+            for strings in &mut state.strings {
+                strings.pop_front();
+            }
+            state.front_seq += 1;
+            state.len -= 1;
         }
-        if state.ts.is_empty() {
-            state.columns.clear();
+        if state.len == 0 {
+            state.aggs.clear();
+            state.strings.clear();
         }
     }
 
     fn add(&self, state: &mut Trailing, ts: i64, row: &Row) {
-        if state.columns.is_empty() {
-            state.columns = self.fresh_columns();
+        if state.aggs.is_empty() {
+            state.aggs = vec![AggState::default(); self.argument_of.len()];
+            state.strings = vec![VecDeque::new(); self.string_arguments];
         }
-        let seq = state.front_seq + state.ts.len() as u64;
-        state.ts.push_back(ts);
-        for (agg, column) in self.aggregates.list().iter().zip(&mut state.columns) {
-            let value = agg.call.argument.as_ref().map(|arg| arg.eval(row));
-            let extreme = match agg.call.function {
-                AggregateFunction::Min => Some(false),
-                AggregateFunction::Max => Some(true),
+        let at = state.len;
+        let base = state.ring.len();
+        state.ring.push_back(ts as u64);
+        state.ring.extend(std::iter::repeat_n(0, self.stride - 1));
+        for (i, arg) in self.arguments.iter().enumerate() {
+            let value = arg.expr.eval(row);
+            let word = match (arg.kind, &value) {
+                (Kind::Int, Value::Int(x) | Value::Ts(x)) => Some(*x as u64),
+                (Kind::Float, x) => x.as_f64().map(f64::to_bits),
+                (Kind::Str, Value::Str(x)) => {
+                    state.strings[arg.slot].push_back(Some(x.to_string()));
+                    continue;
+                }
+                (Kind::Str, _) => {
+                    state.strings[arg.slot].push_back(None);
+                    None
+                }
                 _ => None,
             };
-            column.push_back(value, seq, extreme, state.front_seq);
+            match word {
+                Some(w) => state.ring[base + 1 + self.mask_words + arg.slot] = w,
+                None => state.ring[base + 1 + i / 64] |= 1 << (i % 64),
+            }
+        }
+        state.len += 1;
+        let seq = state.front_seq + at as u64;
+        for (j, (agg, argument)) in self
+            .aggregates
+            .list()
+            .iter()
+            .zip(&self.argument_of)
+            .enumerate()
+        {
+            let Some(a) = *argument else { continue };
+            if !self.present(state, at, a) {
+                continue;
+            }
+            let arg = &self.arguments[a];
+            let word = state.ring[base + 1 + self.mask_words + arg.slot];
+            {
+                let s = &mut state.aggs[j];
+                s.n += 1;
+                match arg.kind {
+                    Kind::Int => s.sum_int += word as i64 as i128,
+                    Kind::Float => s.sum_float.add(f64::from_bits(word)),
+                    Kind::Str => {}
+                }
+            }
+            let is_max = match agg.call.function {
+                AggregateFunction::Min => false,
+                AggregateFunction::Max => true,
+                _ => continue,
+            };
+            // Drop the candidates the new value beats for as long as it stays in range.
+            while let Some(&back) = state.aggs[j].best.back() {
+                let beaten = match self.compare(state, a, (back - state.front_seq) as usize, at) {
+                    Ordering::Less => is_max,
+                    Ordering::Greater => !is_max,
+                    Ordering::Equal => true,
+                };
+                if !beaten {
+                    break;
+                }
+                state.aggs[j].best.pop_back();
+            }
+            state.aggs[j].best.push_back(seq);
         }
     }
 
@@ -104,43 +257,45 @@ impl Rolling {
         for c in 0..self.input_columns {
             self.output.copy_from(c, row, c);
         }
-        for (i, (agg, column)) in self
+        for (i, (agg, argument)) in self
             .aggregates
             .list()
             .iter()
-            .zip(&state.columns)
+            .zip(&self.argument_of)
             .enumerate()
         {
             let col = self.input_columns + i;
             let out = &mut self.output;
-            match (agg.call.function, &column.values) {
-                (AggregateFunction::Count, Values::Star) => out.set_int(col, state.ts.len() as i64),
-                (AggregateFunction::Count, _) => out.set_int(col, column.n),
-                (_, _) if column.n == 0 => out.set_null(col),
-                (AggregateFunction::Sum, Values::Float(_)) => {
-                    out.set_float(col, column.sum_float.value())
-                }
+            let Some(a) = *argument else {
+                out.set_int(col, state.len as i64);
+                continue;
+            };
+            let s = &state.aggs[i];
+            let arg = &self.arguments[a];
+            match (agg.call.function, arg.kind) {
+                (AggregateFunction::Count, _) => out.set_int(col, s.n),
+                _ if s.n == 0 => out.set_null(col),
+                (AggregateFunction::Sum, Kind::Float) => out.set_float(col, s.sum_float.value()),
                 (AggregateFunction::Sum, _) => out.set_int(
                     col,
-                    column.sum_int.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+                    s.sum_int.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
                 ),
-                (AggregateFunction::Avg, Values::Float(_)) => {
-                    out.set_float(col, column.sum_float.value() / column.n as f64)
+                (AggregateFunction::Avg, Kind::Float) => {
+                    out.set_float(col, s.sum_float.value() / s.n as f64)
                 }
-                (AggregateFunction::Avg, _) => {
-                    out.set_float(col, column.sum_int as f64 / column.n as f64)
-                }
-                (AggregateFunction::Min | AggregateFunction::Max, values) => {
-                    let best = *column.best.front().expect("n > 0");
+                (AggregateFunction::Avg, _) => out.set_float(col, s.sum_int as f64 / s.n as f64),
+                (AggregateFunction::Min | AggregateFunction::Max, kind) => {
+                    let best = *s.best.front().expect("n > 0");
                     let at = (best - state.front_seq) as usize;
-                    match values {
-                        Values::Int(v) if agg.call.output == DataType::Timestamp => {
-                            out.set_ts(col, v[at].expect("only non-null values are ranked"))
+                    let word = state.ring[at * self.stride + 1 + self.mask_words + arg.slot];
+                    match kind {
+                        Kind::Int if agg.call.output == DataType::Timestamp => {
+                            out.set_ts(col, word as i64)
                         }
-                        Values::Int(v) => out.set_int(col, v[at].expect("ranked")),
-                        Values::Float(v) => out.set_float(col, v[at].expect("ranked")),
-                        Values::Str(v) => out.set_str(col, v[at].as_deref().expect("ranked")),
-                        Values::Star => out.set_null(col),
+                        Kind::Int => out.set_int(col, word as i64),
+                        Kind::Float => out.set_float(col, f64::from_bits(word)),
+                        Kind::Str => out
+                            .set_str(col, state.strings[arg.slot][at].as_deref().expect("ranked")),
                     }
                 }
             }
@@ -149,21 +304,9 @@ impl Rolling {
     }
 }
 
-/// The argument values of one aggregate over the records in range, oldest first: contiguous
-/// per aggregate, so that evicting the oldest record reads memory the cache has seen.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum Values {
-    /// `count(*)`: no argument.
-    Star,
-    Int(VecDeque<Option<i64>>),
-    Float(VecDeque<Option<f64>>),
-    Str(VecDeque<Option<String>>),
-}
-
-/// One rolling aggregate: its values in range and running state.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct RollColumn {
-    values: Values,
+/// One aggregate's running state over the records in range.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct AggState {
     /// Non-null values in range.
     n: i64,
     sum_int: i128,
@@ -172,118 +315,24 @@ struct RollColumn {
     best: VecDeque<u64>,
 }
 
-impl RollColumn {
-    fn push_back(&mut self, value: Option<Value<'_>>, seq: u64, extreme: Option<bool>, front: u64) {
-        let present = match (&mut self.values, value) {
-            (Values::Star, _) => return,
-            (Values::Int(v), Some(Value::Int(x) | Value::Ts(x))) => {
-                v.push_back(Some(x));
-                self.sum_int += x as i128;
-                true
-            }
-            (Values::Float(v), Some(x)) if x.as_f64().is_some() => {
-                let x = x.as_f64().expect("checked");
-                v.push_back(Some(x));
-                self.sum_float.add(x);
-                true
-            }
-            (Values::Str(v), Some(Value::Str(x))) => {
-                v.push_back(Some(x.into_owned()));
-                true
-            }
-            (Values::Int(v), _) => {
-                v.push_back(None);
-                false
-            }
-            (Values::Float(v), _) => {
-                v.push_back(None);
-                false
-            }
-            (Values::Str(v), _) => {
-                v.push_back(None);
-                false
-            }
-        };
-        if !present {
-            return;
-        }
-        self.n += 1;
-        let Some(is_max) = extreme else { return };
-        // Drop the candidates the new value beats for as long as it stays in range.
-        while let Some(&back) = self.best.back() {
-            let at = (back - front) as usize;
-            let new = self.len() - 1;
-            let ord = match &self.values {
-                Values::Int(v) => v[at].cmp(&v[new]),
-                Values::Float(v) => v[at]
-                    .unwrap_or(f64::NAN)
-                    .total_cmp(&v[new].unwrap_or(f64::NAN)),
-                Values::Str(v) => v[at].cmp(&v[new]),
-                Values::Star => Ordering::Equal,
-            };
-            let beaten = match ord {
-                Ordering::Less => is_max,
-                Ordering::Greater => !is_max,
-                Ordering::Equal => true,
-            };
-            if !beaten {
-                break;
-            }
-            self.best.pop_back();
-        }
-        self.best.push_back(seq);
-    }
-
-    fn len(&self) -> usize {
-        match &self.values {
-            Values::Star => 0,
-            Values::Int(v) => v.len(),
-            Values::Float(v) => v.len(),
-            Values::Str(v) => v.len(),
-        }
-    }
-
-    /// Removes the oldest record, sequence number `seq`.
-    fn pop_front(&mut self, seq: u64) {
-        let present = match &mut self.values {
-            Values::Star => return,
-            Values::Int(v) => match v.pop_front().flatten() {
-                Some(x) => {
-                    self.sum_int -= x as i128;
-                    true
-                }
-                None => false,
-            },
-            Values::Float(v) => match v.pop_front().flatten() {
-                Some(x) => {
-                    self.sum_float.add(-x);
-                    true
-                }
-                None => false,
-            },
-            Values::Str(v) => v.pop_front().flatten().is_some(),
-        };
-        if present {
-            self.n -= 1;
-        }
-        if self.best.front() == Some(&seq) {
-            self.best.pop_front();
-        }
-    }
-}
-
-/// Per key: the event times of the records in range and each aggregate's values.
+/// Per key: the records in range (see the module documentation) and each aggregate's state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Trailing {
-    ts: VecDeque<i64>,
+    /// Event time, null bits and numeric argument values of each record in range, oldest
+    /// first, a fixed number of words per record.
+    ring: VecDeque<u64>,
+    /// Records in range.
+    len: usize,
     /// Sequence number of the oldest record in range.
     front_seq: u64,
-    columns: Vec<RollColumn>,
+    /// Values of each string argument, oldest first.
+    strings: Vec<VecDeque<Option<String>>>,
+    aggs: Vec<AggState>,
 }
 
 impl KeyState for Trailing {
     fn entries(&self) -> usize {
-        self.ts.len()
+        self.len
     }
 }
 
@@ -315,7 +364,92 @@ impl KeyedProcess for Rolling {
 
     fn next_timer(&self, state: &Trailing) -> Option<i64> {
         // Records evict on arrival; the timer only drops a key every record has left.
-        let last = state.ts.back()?;
+        let newest = state.ring.len().checked_sub(self.stride)?;
+        let last = state.ring[newest] as i64;
         Some(cleanup_timer(last.saturating_add(self.over), self.over))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_engine::data::{Field, Schema};
+
+    use super::*;
+
+    /// Feeds `(ts, t, s, at)` records of one key and returns each output's aggregates.
+    fn run(records: &[(i64, Option<f64>, Option<&str>, i64)], over: i64) -> Vec<Vec<String>> {
+        let schema = Schema::new(vec![
+            Field::new("t", DataType::Float),
+            Field::new("s", DataType::String),
+            Field::new("at", DataType::Timestamp),
+        ])
+        .unwrap();
+        let aggs = Aggregates::compile(
+            [
+                ("n", "count(*)"),
+                ("avg_t", "avg(t)"),
+                ("max_t", "max(t)"),
+                ("min_t", "min(t)"),
+                ("sum_t", "sum(t)"),
+                ("n_t", "count(t)"),
+                ("min_s", "min(s)"),
+                ("max_s", "max(s)"),
+                ("last", "max(at)"),
+            ],
+            &schema,
+        )
+        .unwrap();
+        let mut rolling = Rolling::new(over, 3, Arc::new(aggs));
+        // t is shared by five aggregates, s by two: two numeric words, one string deque.
+        assert_eq!((rolling.arguments.len(), rolling.stride), (3, 4));
+        let mut state = Trailing::default();
+        let mut out = Vec::new();
+        let key = Row::from_values(&[Value::Str("k".into())]);
+        for &(ts, t, s, at) in records {
+            let row = Row::from_values(&[
+                t.map_or(Value::Null, Value::Float),
+                s.map_or(Value::Null, |s| Value::Str(s.into())),
+                Value::Ts(at),
+            ]);
+            rolling.on_records(&key, ts, 0, &[row], &mut state, &mut out);
+        }
+        assert_eq!(state.entries(), state.ring.len() / rolling.stride);
+        out.iter()
+            .map(|e| (3..12).map(|c| format!("{:?}", e.row.get(c))).collect())
+            .collect()
+    }
+
+    #[test]
+    fn floats_strings_nulls_and_timestamps_roll_and_retract() {
+        let out = run(
+            &[
+                (10, Some(2.0), Some("m"), 100),
+                (20, None, Some("z"), 300),
+                (30, Some(5.0), None, 200),
+                // 10 leaves the range (ts - 25, ts]: 2.0 and "m" go.
+                (35, Some(1.0), Some("a"), 50),
+                // Only this one is left.
+                (100, None, None, 7),
+            ],
+            25,
+        );
+        let row = |i: usize| out[i].join(" ");
+        assert_eq!(
+            row(0),
+            "Int(1) Float(2.0) Float(2.0) Float(2.0) Float(2.0) Int(1) Str(\"m\") Str(\"m\") Ts(100)"
+        );
+        assert_eq!(
+            row(1),
+            "Int(2) Float(2.0) Float(2.0) Float(2.0) Float(2.0) Int(1) Str(\"m\") Str(\"z\") Ts(300)"
+        );
+        assert_eq!(
+            row(2),
+            "Int(3) Float(3.5) Float(5.0) Float(2.0) Float(7.0) Int(2) Str(\"m\") Str(\"z\") Ts(300)"
+        );
+        assert_eq!(
+            row(3),
+            "Int(3) Float(3.0) Float(5.0) Float(1.0) Float(6.0) Int(2) Str(\"a\") Str(\"z\") Ts(300)"
+        );
+        assert_eq!(row(4), "Int(1) Null Null Null Null Int(0) Null Null Ts(7)");
     }
 }

@@ -3,27 +3,24 @@
 //! Every family carries the `job` label; per-operator families add `operator` and `worker`.
 //! Operators take their handles once when they are built ([`Metrics::operator`],
 //! [`Metrics::sink`], [`Metrics::kafka_lag`]) so the hot path is an atomic add, never a label
-//! lookup. Latency histograms are filled through thread-local batches flushed once per output
-//! batch.
+//! lookup. Latency histograms ([`latency`]) count a batch locally and add it once.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub use prometheus::IntGauge;
 
 use crate::event::{Epoch, WATERMARK_END, WATERMARK_MIN};
 
-/// Latency buckets, 1 ms to 60 s (seconds).
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.125,
-    0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
-];
+pub mod latency;
+use latency::{LatencyFamily, LatencySeries};
 
 /// Checkpoint duration buckets, 10 ms to 5 min (seconds).
 const CHECKPOINT_BUCKETS: &[f64] = &[
@@ -41,9 +38,9 @@ pub struct Metrics {
     records_out: IntCounterVec,
     late: IntCounterVec,
     dead_letters: IntCounterVec,
-    event_latency: HistogramVec,
-    processing_latency: HistogramVec,
-    read_latency: HistogramVec,
+    event_latency: LatencyFamily,
+    processing_latency: LatencyFamily,
+    read_latency: LatencyFamily,
     kafka_lag: IntGaugeVec,
     watermark: Gauge,
     watermark_lag: Gauge,
@@ -111,18 +108,9 @@ impl Metrics {
                 opts("weir_dead_letter_total", "Inputs a source could not decode (sent to its dead-letter output or skipped)."),
                 per_op,
             ).expect("metric")),
-            event_latency: register(r, HistogramVec::new(
-                hist("weir_event_latency_seconds", "Wall-clock time from a record's event time to its sink writing it.", LATENCY_BUCKETS),
-                &["operator"],
-            ).expect("metric")),
-            processing_latency: register(r, HistogramVec::new(
-                hist("weir_processing_latency_seconds", "Wall-clock time from the start of a record's epoch (the epoch it was read in; for results of event-time steps, the epoch whose watermark released them) to its sink writing it.", LATENCY_BUCKETS),
-                &["operator"],
-            ).expect("metric")),
-            read_latency: register(r, HistogramVec::new(
-                hist("weir_source_event_lag_seconds", "Wall-clock time from a record's event time to its source reading it (what the outside world and the broker add before weir sees a record).", LATENCY_BUCKETS),
-                &["operator"],
-            ).expect("metric")),
+            event_latency: register(r, LatencyFamily::new("weir_event_latency_seconds", "Wall-clock time from a record's event time to its sink writing it.", "operator", labels.clone()).expect("metric")),
+            processing_latency: register(r, LatencyFamily::new("weir_processing_latency_seconds", "Wall-clock time from the start of a record's epoch (the epoch it was read in; for results of event-time steps, the epoch whose watermark released them) to its sink writing it.", "operator", labels.clone()).expect("metric")),
+            read_latency: register(r, LatencyFamily::new("weir_source_event_lag_seconds", "Wall-clock time from a record's event time to its source reading it (what the outside world and the broker add before weir sees a record).", "operator", labels.clone()).expect("metric")),
             kafka_lag: register(r, IntGaugeVec::new(
                 opts("weir_kafka_consumer_lag_records", "Records in a Kafka partition beyond the source's read position."),
                 &["operator", "topic", "partition"],
@@ -205,8 +193,7 @@ impl Metrics {
             records_out: has(Role::Sink).map(|_| self.records_out.with_label_values(&l)),
             late: has(Role::Step).map(|_| self.late.with_label_values(&l)),
             dead_letters: has(Role::Source).map(|_| self.dead_letters.with_label_values(&l)),
-            read_latency: has(Role::Source)
-                .map(|_| self.read_latency.with_label_values(&[operator])),
+            read_latency: has(Role::Source).map(|_| self.read_latency.with_label(operator)),
         }
     }
 
@@ -214,8 +201,8 @@ impl Metrics {
     pub fn sink(&self, sink: &str, worker: usize) -> SinkLatency {
         let w = worker.to_string();
         SinkLatency {
-            event: self.event_latency.with_label_values(&[sink]),
-            processing: self.processing_latency.with_label_values(&[sink]),
+            event: self.event_latency.with_label(sink),
+            processing: self.processing_latency.with_label(sink),
             commits: self.sink_commits.with_label_values(&[sink, w.as_str()]),
         }
     }
@@ -267,7 +254,7 @@ impl Metrics {
         event_times: impl Iterator<Item = i64>,
     ) {
         if let Some(h) = &counters.read_latency {
-            observe_lag(h, (now_micros() / 1000) as i64, event_times);
+            h.observe_lags((now_micros() / 1000) as i64, event_times);
         }
     }
 
@@ -290,15 +277,10 @@ impl Metrics {
         event_times: impl Iterator<Item = i64>,
     ) -> u64 {
         let now = now_micros();
-        let n = observe_lag(&sink.event, (now / 1000) as i64, event_times);
+        let n = sink.event.observe_lags((now / 1000) as i64, event_times);
         if n > 0 {
             if let Some(opened) = self.epoch_opened_at(epoch) {
-                let secs = now.saturating_sub(opened) as f64 / 1e6;
-                let processing = sink.processing.local();
-                for _ in 0..n {
-                    processing.observe(secs);
-                }
-                processing.flush();
+                sink.processing.observe_many(now.saturating_sub(opened), n);
             }
         }
         n
@@ -328,26 +310,14 @@ pub struct OperatorCounters {
     /// Undecodable inputs.
     pub dead_letters: Option<IntCounter>,
     /// Event time → read (sources).
-    pub read_latency: Option<Histogram>,
-}
-
-/// Observes, for records with `event_times` (ms) seen now, wall clock minus event time.
-fn observe_lag(histogram: &Histogram, now_ms: i64, event_times: impl Iterator<Item = i64>) -> u64 {
-    let local = histogram.local();
-    let mut n = 0u64;
-    for ts in event_times {
-        local.observe(now_ms.saturating_sub(ts).max(0) as f64 / 1e3);
-        n += 1;
-    }
-    local.flush();
-    n
+    pub read_latency: Option<Arc<LatencySeries>>,
 }
 
 /// A sink's latency histograms and commit counter.
 #[derive(Clone, Debug)]
 pub struct SinkLatency {
-    event: Histogram,
-    processing: Histogram,
+    event: Arc<LatencySeries>,
+    processing: Arc<LatencySeries>,
     commits: IntCounter,
 }
 
