@@ -67,6 +67,23 @@ impl PartitionReader for Scripted {
     }
 }
 
+/// A source `s` on `clock`, without checkpoints, 8 epochs in flight at most.
+fn config(
+    clock: EpochClock,
+    max_out_of_orderness: i64,
+    idle_timeout: Option<Duration>,
+) -> SourceConfig {
+    SourceConfig {
+        name: "s".into(),
+        clock,
+        max_out_of_orderness,
+        idle_timeout,
+        on_error: OnError::DeadLetter,
+        max_inflight_epochs: 8,
+        checkpoints: None,
+    }
+}
+
 /// Runs one source over `readers` on one worker; returns the watermarks seen with the time
 /// each was seen.
 fn watermarks(
@@ -81,15 +98,11 @@ fn watermarks(
         let readers = readers();
         let sink = sink.clone();
         worker.dataflow::<Epoch, _, _>(|scope| {
-            let config = SourceConfig {
-                name: "s".into(),
-                clock: EpochClock::starting_now(Duration::from_millis(10)),
-                max_out_of_orderness: 5,
+            let config = config(
+                EpochClock::starting_now(Duration::from_millis(10)),
+                5,
                 idle_timeout,
-                on_error: OnError::DeadLetter,
-                max_inflight_epochs: 8,
-                checkpoints: None,
-            };
+            );
             let out = source(
                 scope,
                 config,
@@ -239,7 +252,25 @@ fn a_source_that_starts_late_does_not_stall_the_others() {
     let first_done = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(20);
     let flag = first_done.clone();
-    let read = timely::execute(timely::Config::process(2), move |worker| {
+    // Bounded: a stalled source must fail the test, not hang the suite.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run_two_workers(flag, deadline));
+    });
+    let read = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the two sources did not finish within 60 s");
+    assert_eq!(read[0], 100);
+    assert!(
+        first_done.load(Ordering::SeqCst) && Instant::now() < deadline,
+        "worker 0 read its input only once worker 1 had ended: {read:?}"
+    );
+}
+
+/// Worker 0 reads 100 paced records; worker 1 starts 400 ms later and reads until worker 0 is
+/// done (or `deadline`). Returns what each read.
+fn run_two_workers(flag: Arc<AtomicBool>, deadline: Instant) -> Vec<usize> {
+    timely::execute(timely::Config::process(2), move |worker| {
         let anchor = agree_on_anchor(worker);
         let index = worker.index();
         if index == 1 {
@@ -257,15 +288,8 @@ fn a_source_that_starts_late_does_not_stall_the_others() {
         let count = Arc::new(Mutex::new(0usize));
         let counter = count.clone();
         worker.dataflow::<Epoch, _, _>(|scope| {
-            let config = SourceConfig {
-                name: "s".into(),
-                clock: EpochClock::new(anchor, Duration::from_millis(10)),
-                max_out_of_orderness: 0,
-                idle_timeout: Some(Duration::from_millis(50)),
-                on_error: OnError::DeadLetter,
-                max_inflight_epochs: 8,
-                checkpoints: None,
-            };
+            let clock = EpochClock::new(anchor, Duration::from_millis(10));
+            let config = config(clock, 0, Some(Duration::from_millis(50)));
             let out = source(
                 scope,
                 config,
@@ -286,10 +310,5 @@ fn a_source_that_starts_late_does_not_stall_the_others() {
     .join()
     .into_iter()
     .map(|r| r.unwrap())
-    .collect::<Vec<_>>();
-    assert_eq!(read[0], 100);
-    assert!(
-        first_done.load(Ordering::SeqCst) && Instant::now() < deadline,
-        "worker 0 read its input only once worker 1 had ended: {read:?}"
-    );
+    .collect()
 }

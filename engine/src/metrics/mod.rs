@@ -90,6 +90,10 @@ impl Metrics {
                 .buckets(buckets.to_vec())
         };
         let per_op = &["operator", "worker"];
+        let latency = |name: &str, help: &str| {
+            let family = LatencyFamily::new(name, help, "operator", labels.clone());
+            register(r, family.expect("metric"))
+        };
         Metrics {
             job: job.to_string(),
             records_in: register(r, IntCounterVec::new(
@@ -108,9 +112,18 @@ impl Metrics {
                 opts("weir_dead_letter_total", "Inputs a source could not decode (sent to its dead-letter output or skipped)."),
                 per_op,
             ).expect("metric")),
-            event_latency: register(r, LatencyFamily::new("weir_event_latency_seconds", "Wall-clock time from a record's event time to its sink writing it.", "operator", labels.clone()).expect("metric")),
-            processing_latency: register(r, LatencyFamily::new("weir_processing_latency_seconds", "Wall-clock time from the start of a record's epoch (the epoch it was read in; for results of event-time steps, the epoch whose watermark released them) to its sink writing it.", "operator", labels.clone()).expect("metric")),
-            read_latency: register(r, LatencyFamily::new("weir_source_event_lag_seconds", "Wall-clock time from a record's event time to its source reading it (what the outside world and the broker add before weir sees a record).", "operator", labels.clone()).expect("metric")),
+            event_latency: latency(
+                "weir_event_latency_seconds",
+                "Wall-clock time from a record's event time to its sink writing it.",
+            ),
+            processing_latency: latency(
+                "weir_processing_latency_seconds",
+                "Wall-clock time from the start of a record's epoch (the epoch it was read in; for results of event-time steps, the epoch whose watermark released them) to its sink writing it.",
+            ),
+            read_latency: latency(
+                "weir_source_event_lag_seconds",
+                "Wall-clock time from a record's event time to its source reading it (what the outside world and the broker add before weir sees a record).",
+            ),
             kafka_lag: register(r, IntGaugeVec::new(
                 opts("weir_kafka_consumer_lag_records", "Records in a Kafka partition beyond the source's read position."),
                 &["operator", "topic", "partition"],
