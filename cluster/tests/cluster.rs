@@ -514,14 +514,7 @@ sinks:
 "#
     );
     let id = cluster.submit(&spec, "latency.yaml");
-    let s = cluster.wait_for(&id, "running", Duration::from_secs(60), |s| {
-        s["state"] == "running"
-            && s["placement"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p["state"] == "running")
-    });
+    let s = cluster.wait_for(&id, "running", Duration::from_secs(60), all_running);
 
     // Every process's /metrics passes promtool.
     for p in s["placement"].as_array().unwrap() {
@@ -682,14 +675,7 @@ sinks:
   out: { from: payments, kind: blackhole }
 "#;
     let id = cluster.submit(spec, "moved.yaml");
-    let s = cluster.wait_for(&id, "running on both", Duration::from_secs(60), |s| {
-        s["state"] == "running"
-            && s["placement"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p["state"] == "running")
-    });
+    let s = cluster.wait_for(&id, "running on both", Duration::from_secs(60), all_running);
     let on: Vec<String> = s["placement"]
         .as_array()
         .unwrap()
@@ -753,4 +739,14 @@ sinks:
         "job processes of the dead worker still run: {left}"
     );
     cluster.api(&["cancel", &id]);
+}
+
+/// The job runs, and so does each of its processes.
+fn all_running(s: &Value) -> bool {
+    s["state"] == "running"
+        && s["placement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "running")
 }

@@ -38,8 +38,6 @@ pub struct Rolling {
     arguments: Vec<Argument>,
     /// Per aggregate: its argument (index into `arguments`), `None` for `count(*)`.
     argument_of: Vec<Option<usize>>,
-    /// Null-bit words per record.
-    mask_words: usize,
     /// Words per record in the ring.
     stride: usize,
     string_arguments: usize,
@@ -63,6 +61,9 @@ struct Argument {
     kind: Kind,
     /// The word after the null bits (Int, Float), or the string deque (Str).
     slot: usize,
+    /// Where the value sits within a record's words: after the event time and the null
+    /// bits (Int, Float).
+    word: usize,
 }
 
 impl Rolling {
@@ -100,19 +101,22 @@ impl Rolling {
                     expr: expr.clone(),
                     kind,
                     slot,
+                    word: 0,
                 });
                 arguments.len() - 1
             });
             argument_of.push(Some(index));
         }
         let mask_words = arguments.len().div_ceil(64);
+        for arg in &mut arguments {
+            arg.word = 1 + mask_words + arg.slot;
+        }
         Rolling {
             over,
             input_columns,
             output: RowBuilder::new(input_columns + n),
             aggregates,
             stride: 1 + mask_words + words,
-            mask_words,
             string_arguments: strings,
             arguments,
             argument_of,
@@ -133,7 +137,7 @@ impl Rolling {
     /// Orders the values of `argument` of records `a` and `b` (both present).
     fn compare(&self, state: &Trailing, argument: usize, a: usize, b: usize) -> Ordering {
         let arg = &self.arguments[argument];
-        let w = 1 + self.mask_words + arg.slot;
+        let w = arg.word;
         match arg.kind {
             Kind::Int => (self.word(state, a, w) as i64).cmp(&(self.word(state, b, w) as i64)),
             Kind::Float => f64::from_bits(self.word(state, a, w))
@@ -151,7 +155,7 @@ impl Rolling {
                 let Some(a) = *argument else { continue };
                 if self.present(state, 0, a) {
                     let arg = &self.arguments[a];
-                    let word = state.ring[1 + self.mask_words + arg.slot];
+                    let word = state.ring[arg.word];
                     let agg = &mut state.aggs[j];
                     agg.n -= 1;
                     match arg.kind {
@@ -203,7 +207,7 @@ impl Rolling {
                 _ => None,
             };
             match word {
-                Some(w) => state.ring[base + 1 + self.mask_words + arg.slot] = w,
+                Some(w) => state.ring[base + arg.word] = w,
                 None => state.ring[base + 1 + i / 64] |= 1 << (i % 64),
             }
         }
@@ -221,7 +225,7 @@ impl Rolling {
                 continue;
             }
             let arg = &self.arguments[a];
-            let word = state.ring[base + 1 + self.mask_words + arg.slot];
+            let word = state.ring[base + arg.word];
             {
                 let s = &mut state.aggs[j];
                 s.n += 1;
@@ -287,7 +291,7 @@ impl Rolling {
                 (AggregateFunction::Min | AggregateFunction::Max, kind) => {
                     let best = *s.best.front().expect("n > 0");
                     let at = (best - state.front_seq) as usize;
-                    let word = state.ring[at * self.stride + 1 + self.mask_words + arg.slot];
+                    let word = state.ring[at * self.stride + arg.word];
                     match kind {
                         Kind::Int if agg.call.output == DataType::Timestamp => {
                             out.set_ts(col, word as i64)
