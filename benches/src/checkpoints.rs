@@ -1,14 +1,8 @@
-//! Checkpoint costs: the fraud job's throughput with checkpoints off, every 10 s and every 1 s
-//! (local disk), and the store path of one checkpoint against state size — writing every
-//! worker's key groups, completing the manifest, and reading the state back for a restore.
+//! Checkpoint costs: checkpoint duration, size and restore time against state size
+//! ([`crate::checkpoint_state`]), and the fraud job's throughput with checkpoints off, every
+//! 10 s and every 1 s (local disk).
 
-use std::time::{Duration, Instant};
-
-use anyhow::{anyhow, Result};
-use weir_engine::checkpoint::{Checkpoints, DurableBackend, Participant};
-use weir_engine::keys::KeyGroup;
-use weir_engine::state::StateBackend;
-use weir_engine::store::Store;
+use anyhow::Result;
 
 use crate::timed_checkpointed_run;
 
@@ -102,85 +96,8 @@ fn throughput(events: u64, workers: usize, repeat: usize) -> Result<()> {
     Ok(())
 }
 
-/// One checkpoint of `bytes` of keyed state over `workers` workers and 128 key groups:
-/// write + complete, then a restore's read of every group. Returns (write, restore).
-fn store_path(bytes: usize, workers: usize) -> Result<(Duration, Duration, u64)> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(&format!("file://{}/store", dir.path().display()))?;
-    let checkpoints = Checkpoints::new(store, "bench").with_generation(1);
-    let backend = DurableBackend::new(checkpoints.clone(), None);
-    let groups = 128u32;
-    let per_group = bytes / groups as usize;
-    // Incompressible-ish payload, generated before the clock starts.
-    let payload: Vec<u8> = (0..per_group)
-        .map(|i| ((i * 2654435761usize) >> 13) as u8)
-        .collect();
-    let owned: Vec<Vec<(KeyGroup, Vec<u8>)>> = (0..workers)
-        .map(|w| {
-            (0..groups)
-                .filter(|g| *g as usize % workers == w)
-                .map(|g| (KeyGroup(g), payload.clone()))
-                .collect()
-        })
-        .collect();
-    let participants = [Participant {
-        name: "step.big".into(),
-        every_worker: true,
-    }];
-    let epoch = 9;
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for (w, groups) in owned.into_iter().enumerate() {
-            let backend = &backend;
-            s.spawn(move || {
-                backend.write(epoch, "big", w, groups).expect("write");
-                backend.finished(epoch, "big", w).expect("done");
-            });
-        }
-    });
-    let manifest = checkpoints
-        .complete(epoch, &participants, workers, 3)
-        .map_err(|e| anyhow!(e))?;
-    let write = t0.elapsed();
-    let size: u64 = manifest.files.values().sum();
-    let t1 = Instant::now();
-    let restore = checkpoints
-        .latest()?
-        .ok_or_else(|| anyhow!("no checkpoint"))?;
-    let reader = DurableBackend::new(checkpoints, Some(restore));
-    let mut read = 0usize;
-    for g in 0..groups {
-        read += reader.read("big", KeyGroup(g))?.map_or(0, |b| b.len());
-    }
-    let restore = t1.elapsed();
-    assert_eq!(read, per_group * groups as usize);
-    Ok((write, restore, size))
-}
-
 /// Both parts.
 pub fn run_all(events: u64, workers: usize, repeat: usize) -> Result<()> {
-    println!(
-        "one checkpoint's store path on local disk (file://), {workers} workers, 128 key groups"
-    );
-    println!(
-        "{:<10} {:>12} {:>16} {:>16}",
-        "state", "size MB", "write+complete s", "restore read s"
-    );
-    for mb in [10usize, 100, 1000] {
-        let mut runs: Vec<(Duration, Duration, u64)> = (0..3)
-            .map(|_| store_path(mb << 20, workers))
-            .collect::<Result<_>>()?;
-        runs.sort_by_key(|r| r.0);
-        let worst = runs.iter().map(|r| r.0).max().unwrap_or_default();
-        let (w, r, size) = runs[1];
-        println!(
-            "{:<10} {:>12.1} {:>16.3} {:>16.3}   (worst write of 3: {:.3} s)",
-            format!("{mb} MB"),
-            size as f64 / (1 << 20) as f64,
-            w.as_secs_f64(),
-            r.as_secs_f64(),
-            worst.as_secs_f64()
-        );
-    }
+    crate::checkpoint_state::run(workers, &[10, 100, 1000], 16, 100_000)?;
     throughput(events, workers, repeat)
 }

@@ -9,6 +9,7 @@
 //! cargo run --release -p weir-benches -- operators --events 2000000   # rules, rolling, joins
 //! cargo run --release -p weir-benches -- kafka [--brokers HOST:PORT]   # default: starts noida
 //! cargo run --release -p weir-benches -- checkpoints --events 20000000 --workers 2
+//! cargo run --release -p weir-benches -- checkpoint-state --workers 2   # duration vs state size
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use weir_operators::source::generator::{write_jsonl, GeneratorConfig, StreamKind
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod checkpoint_state;
 mod checkpoints;
 mod kafka;
 mod latency;
@@ -369,6 +371,17 @@ fn main() -> Result<()> {
             repeat,
         )?;
     }
+    if what == "checkpoint-state" {
+        // Part of `checkpoints`; alone here.
+        // WEIR_BENCH_SIZES=100,1000 picks the state sizes (MB).
+        let sizes: Vec<u64> = std::env::var("WEIR_BENCH_SIZES")
+            .unwrap_or_else(|_| "10,100,1000".into())
+            .split(',')
+            .map(|s| s.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("WEIR_BENCH_SIZES: sizes in MB, comma-separated")?;
+        checkpoint_state::run(workers[workers.len() - 1], &sizes, 16, 100_000)?;
+    }
     if what == "all" || what == "sinks" {
         println!();
         sinks::run_sinks(events.unwrap_or(2_000_000), &workers)?;
@@ -381,13 +394,14 @@ fn main() -> Result<()> {
         "operators",
         "kafka",
         "checkpoints",
+        "checkpoint-state",
         "sinks",
         "latency",
     ]
     .contains(&what)
     {
         bail!(
-            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka, checkpoints, sinks or latency"
+            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka, checkpoints, checkpoint-state, sinks or latency"
         );
     }
     Ok(())

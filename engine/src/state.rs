@@ -41,31 +41,108 @@ pub struct StateStats {
     pub entries: usize,
 }
 
+/// One key group's part of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum GroupPart {
+    /// The group's whole state.
+    Full(Vec<u8>),
+    /// What changed since the group's previous part (written by the same worker in the same
+    /// run): changes common to every group, then the group's own.
+    Delta {
+        /// Changes that apply to every key group (windows closed by the watermark, say).
+        common: Vec<u8>,
+        /// Changes of this group only.
+        own: Vec<u8>,
+    },
+}
+
+impl GroupPart {
+    /// Bytes it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            GroupPart::Full(bytes) => bytes.len(),
+            GroupPart::Delta { common, own } => common.len() + own.len(),
+        }
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What changed in a state since it last handed over its changes.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Changes that apply to every key group.
+    pub common: Vec<u8>,
+    /// Changes of single key groups (groups without any left out).
+    pub groups: Vec<(KeyGroup, Vec<u8>)>,
+}
+
 /// What a stateful operator's state implements.
+///
+/// Every state can snapshot key groups in full. A state that also records its changes
+/// ([`KeyedState::record_changes`]) is checkpointed incrementally: most checkpoints write only
+/// what changed, and each key group is written in full again every
+/// [`StateContext::FULL_EVERY`] checkpoints, so that a restore applies a bounded chain.
 pub trait KeyedState {
-    /// Serialises the state of every key group that holds any, in group order.
-    fn snapshot_groups(&self) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError>;
+    /// Serialises the state of every key group for which `include` holds and that holds any,
+    /// in group order.
+    fn snapshot_groups(
+        &self,
+        include: &dyn Fn(KeyGroup) -> bool,
+    ) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError>;
     /// Adds the snapshot of one key group to this worker's state.
     fn restore_group(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<(), StateError>;
     /// Current size.
     fn stats(&self) -> StateStats;
+    /// Starts recording changes; false when this state cannot (it is then snapshotted in full
+    /// at every checkpoint).
+    fn record_changes(&mut self) -> bool {
+        false
+    }
+    /// The changes recorded since the previous call (or since recording started); they are
+    /// forgotten.
+    fn take_changes(&mut self) -> Result<Changes, StateError> {
+        Ok(Changes::default())
+    }
+    /// Applies one group's changes, as [`KeyedState::take_changes`] handed them over, on top
+    /// of what was restored for the group before.
+    fn apply_changes(
+        &mut self,
+        group: KeyGroup,
+        common: &[u8],
+        own: &[u8],
+    ) -> Result<(), StateError> {
+        let _ = (common, own);
+        Err(StateError::Backend(format!(
+            "key group {} holds changes, but this state does not record any",
+            group.0
+        )))
+    }
+    /// Every key group is restored: settles what the applied changes left (windows closed
+    /// after a group's last change, say).
+    fn finish_restore(&mut self) {}
 }
 
 /// Where snapshots are stored and restored from.
 pub trait StateBackend: Send + Sync + 'static {
-    /// Stores the state of the key groups `worker` holds of `operator` as of checkpoint
-    /// `epoch` (groups without state are left out).
+    /// Stores the parts of the key groups `worker` holds of `operator` as of checkpoint
+    /// `epoch`: a group's [`GroupPart::Delta`] applies on top of the part this worker wrote
+    /// for it at its previous checkpoint; groups without state are left out.
     fn write(
         &self,
         epoch: Epoch,
         operator: &str,
         worker: usize,
-        groups: Vec<(KeyGroup, Vec<u8>)>,
+        parts: Vec<(KeyGroup, GroupPart)>,
     ) -> Result<(), StateError>;
     /// Notes that `worker` has written all of `operator`'s state for `epoch`.
     fn finished(&self, epoch: Epoch, operator: &str, worker: usize) -> Result<(), StateError>;
-    /// The snapshot to restore one key group from, when the run restores.
-    fn read(&self, operator: &str, group: KeyGroup) -> Result<Option<Vec<u8>>, StateError>;
+    /// What to restore one key group from, when the run restores: its last full snapshot, then
+    /// the deltas written after it, oldest first (empty: no state).
+    fn read(&self, operator: &str, group: KeyGroup) -> Result<Vec<GroupPart>, StateError>;
 }
 
 /// Which epochs are checkpoint epochs. Every worker evaluates the same rule, so they agree
@@ -108,6 +185,14 @@ pub struct StateContext {
     taken_below: Epoch,
     /// The run's final checkpoint, taken once the inputs have ended (durable runs).
     final_checkpoint: Option<Epoch>,
+    /// Whether the state records its changes (checkpoints are incremental).
+    incremental: bool,
+    /// Checkpoints taken by this context.
+    taken: u64,
+    /// Key groups written at the previous checkpoint.
+    held: BTreeSet<u32>,
+    /// The next checkpoint writes every group in full (the first one, and after a failure).
+    full_next: bool,
 }
 
 impl std::fmt::Debug for StateContext {
@@ -139,23 +224,40 @@ impl StateContext {
             peers,
             taken_below: 0,
             final_checkpoint: None,
+            incremental: false,
+            taken: 0,
+            held: BTreeSet::new(),
+            full_next: true,
         }
     }
+
+    /// How often (in checkpoints) each key group is written in full when checkpoints are
+    /// incremental: a restore applies at most this many parts per group, and each checkpoint
+    /// rewrites about `1 / FULL_EVERY` of the state besides what changed.
+    pub const FULL_EVERY: u64 = 16;
 
     /// The operator's name (keys its snapshots).
     pub fn operator(&self) -> &str {
         &self.operator
     }
 
-    /// Restores the key groups this worker owns; returns how many had state.
-    pub fn restore(&self, state: &mut impl KeyedState) -> Result<usize, StateError> {
+    /// Restores the key groups this worker owns and starts recording changes when the state
+    /// can; returns how many groups had state.
+    pub fn restore(&mut self, state: &mut impl KeyedState) -> Result<usize, StateError> {
         let mut restored = 0;
         for group in self.key_groups.groups_of_worker(self.worker, self.peers) {
-            if let Some(bytes) = self.backend.read(&self.operator, KeyGroup(group))? {
-                state.restore_group(KeyGroup(group), &bytes)?;
-                restored += 1;
+            let group = KeyGroup(group);
+            let parts = self.backend.read(&self.operator, group)?;
+            for part in &parts {
+                match part {
+                    GroupPart::Full(bytes) => state.restore_group(group, bytes)?,
+                    GroupPart::Delta { common, own } => state.apply_changes(group, common, own)?,
+                }
             }
+            restored += usize::from(!parts.is_empty());
         }
+        state.finish_restore();
+        self.incremental = state.record_changes();
         Ok(restored)
     }
 
@@ -183,14 +285,65 @@ impl StateContext {
         self.final_checkpoint.take()
     }
 
-    /// Snapshots `state` as of checkpoint `epoch` (the pending one, now complete). On error
-    /// the checkpoint is not marked finished, and the next one is pending all the same.
-    pub fn snapshot(&mut self, epoch: Epoch, state: &impl KeyedState) -> Result<(), StateError> {
+    /// Snapshots `state` as of checkpoint `epoch` (the pending one, now complete): in full,
+    /// or — when the state records changes — what changed, with a rotating share of the key
+    /// groups in full. On error the checkpoint is not marked finished, the next one is
+    /// pending all the same and writes every group in full.
+    pub fn snapshot(
+        &mut self,
+        epoch: Epoch,
+        state: &mut impl KeyedState,
+    ) -> Result<(), StateError> {
         self.taken_below = epoch + 1;
-        let groups = state.snapshot_groups()?;
-        self.backend
-            .write(epoch, &self.operator, self.worker, groups)?;
-        self.backend.finished(epoch, &self.operator, self.worker)
+        self.taken += 1;
+        let parts = self.parts(state);
+        let written = parts.and_then(|parts| {
+            let held = parts.iter().map(|(g, _)| g.0).collect();
+            self.backend
+                .write(epoch, &self.operator, self.worker, parts)?;
+            Ok(held)
+        });
+        match written {
+            Ok(held) => {
+                self.held = held;
+                self.full_next = false;
+                self.backend.finished(epoch, &self.operator, self.worker)
+            }
+            Err(e) => {
+                self.full_next = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// What this checkpoint writes for `state`.
+    fn parts(&self, state: &mut impl KeyedState) -> Result<Vec<(KeyGroup, GroupPart)>, StateError> {
+        if !self.incremental {
+            let full = state.snapshot_groups(&|_| true)?;
+            return Ok(full
+                .into_iter()
+                .map(|(g, b)| (g, GroupPart::Full(b)))
+                .collect());
+        }
+        let changes = state.take_changes()?;
+        let (full_next, taken) = (self.full_next, self.taken);
+        let in_full =
+            move |g: KeyGroup| full_next || (u64::from(g.0) + taken) % Self::FULL_EVERY == 0;
+        let mut parts: BTreeMap<KeyGroup, GroupPart> = state
+            .snapshot_groups(&in_full)?
+            .into_iter()
+            .map(|(g, b)| (g, GroupPart::Full(b)))
+            .collect();
+        let mut own: BTreeMap<KeyGroup, Vec<u8>> = changes.groups.into_iter().collect();
+        let changed: Vec<KeyGroup> = own.keys().copied().collect();
+        let delta_groups = self.held.iter().map(|g| KeyGroup(*g)).chain(changed);
+        for group in delta_groups.filter(|g| !in_full(*g)) {
+            parts.entry(group).or_insert_with(|| GroupPart::Delta {
+                common: changes.common.clone(),
+                own: own.remove(&group).unwrap_or_default(),
+            });
+        }
+        Ok(parts.into_iter().collect())
     }
 }
 
@@ -200,11 +353,15 @@ pub fn encode_state<T: serde::Serialize>(
     group: KeyGroup,
     value: &T,
 ) -> Result<Vec<u8>, StateError> {
-    bincode::serialize(value).map_err(|e| StateError::Codec {
+    // One pass into a growing buffer: `bincode::serialize` walks the value twice (sizing it
+    // first), and walking large state is what a checkpoint costs.
+    let mut out = Vec::with_capacity(4096);
+    bincode::serialize_into(&mut out, value).map_err(|e| StateError::Codec {
         operator: operator.to_string(),
         group: group.0,
         message: e.to_string(),
-    })
+    })?;
+    Ok(out)
 }
 
 /// Decodes a snapshot value written by [`encode_state`].
@@ -221,11 +378,16 @@ pub fn decode_state<T: serde::de::DeserializeOwned>(
 }
 
 type SnapshotKey = (String, KeyGroup);
+/// A key group's parts, oldest first.
+type Chain = Vec<GroupPart>;
 
 /// Snapshots kept in memory: for tests and for runs without a durable store.
 #[derive(Default)]
 pub struct MemoryBackend {
-    snapshots: Mutex<BTreeMap<Epoch, BTreeMap<SnapshotKey, Vec<u8>>>>,
+    /// What a restore from each checkpoint reads, per operator and key group.
+    snapshots: Mutex<BTreeMap<Epoch, BTreeMap<SnapshotKey, Chain>>>,
+    /// Each worker's chains as of its last write, per operator.
+    chains: Mutex<BTreeMap<(String, usize), BTreeMap<u32, Chain>>>,
     finished: Mutex<BTreeMap<(Epoch, String), BTreeSet<usize>>>,
     restore_from: Mutex<Option<Epoch>>,
 }
@@ -260,13 +422,30 @@ impl MemoryBackend {
             .unwrap_or_default()
     }
 
-    /// Total bytes stored for `epoch`.
+    /// Total bytes a restore from `epoch` reads.
     pub fn size_of(&self, epoch: Epoch) -> usize {
         let snapshots = self.snapshots.lock().expect("lock");
-        snapshots
-            .get(&epoch)
-            .map_or(0, |m| m.values().map(Vec::len).sum())
+        snapshots.get(&epoch).map_or(0, |m| {
+            m.values()
+                .flat_map(|chain| chain.iter().map(GroupPart::len))
+                .sum()
+        })
     }
+}
+
+/// Extends a worker's `chains` with the `parts` of its next checkpoint: a full part starts a
+/// group's chain afresh, a delta extends it, a group without a part has no state any more.
+pub fn extend_chains<T>(chains: &mut BTreeMap<u32, Vec<T>>, parts: Vec<(KeyGroup, bool, T)>) {
+    let mut next = BTreeMap::new();
+    for (group, full, part) in parts {
+        let mut chain = match chains.remove(&group.0) {
+            Some(chain) if !full => chain,
+            _ => Vec::new(),
+        };
+        chain.push(part);
+        next.insert(group.0, chain);
+    }
+    *chains = next;
 }
 
 impl StateBackend for MemoryBackend {
@@ -274,13 +453,20 @@ impl StateBackend for MemoryBackend {
         &self,
         epoch: Epoch,
         operator: &str,
-        _worker: usize,
-        groups: Vec<(KeyGroup, Vec<u8>)>,
+        worker: usize,
+        parts: Vec<(KeyGroup, GroupPart)>,
     ) -> Result<(), StateError> {
+        let mut all = self.chains.lock().expect("lock");
+        let chains = all.entry((operator.to_string(), worker)).or_default();
+        let parts = parts
+            .into_iter()
+            .map(|(g, p)| (g, matches!(p, GroupPart::Full(_)), p))
+            .collect();
+        extend_chains(chains, parts);
         let mut snapshots = self.snapshots.lock().expect("lock");
         let snapshot = snapshots.entry(epoch).or_default();
-        for (group, bytes) in groups {
-            snapshot.insert((operator.to_string(), group), bytes);
+        for (group, chain) in chains.iter() {
+            snapshot.insert((operator.to_string(), KeyGroup(*group)), chain.clone());
         }
         Ok(())
     }
@@ -300,9 +486,9 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn read(&self, operator: &str, group: KeyGroup) -> Result<Option<Vec<u8>>, StateError> {
+    fn read(&self, operator: &str, group: KeyGroup) -> Result<Vec<GroupPart>, StateError> {
         let Some(epoch) = *self.restore_from.lock().expect("lock") else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let snapshots = self.snapshots.lock().expect("lock");
         let Some(snapshot) = snapshots.get(&epoch) else {
@@ -310,7 +496,10 @@ impl StateBackend for MemoryBackend {
                 "no checkpoint at epoch {epoch}"
             )));
         };
-        Ok(snapshot.get(&(operator.to_string(), group)).cloned())
+        Ok(snapshot
+            .get(&(operator.to_string(), group))
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -330,31 +519,125 @@ mod tests {
         assert_eq!(CheckpointSchedule::Never.next_at_or_after(0), None);
     }
 
-    struct Counter(BTreeMap<KeyGroup, u64>);
+    /// A value per key group; records which groups changed once asked to.
+    #[derive(Default)]
+    struct Counter {
+        values: BTreeMap<KeyGroup, u64>,
+        changed: Option<BTreeSet<KeyGroup>>,
+        incremental: bool,
+    }
+
+    impl Counter {
+        fn of(values: BTreeMap<KeyGroup, u64>, incremental: bool) -> Self {
+            Counter {
+                values,
+                changed: None,
+                incremental,
+            }
+        }
+
+        fn set(&mut self, group: u32, value: Option<u64>) {
+            match value {
+                Some(v) => self.values.insert(KeyGroup(group), v),
+                None => self.values.remove(&KeyGroup(group)),
+            };
+            if let Some(changed) = &mut self.changed {
+                changed.insert(KeyGroup(group));
+            }
+        }
+    }
+
     impl KeyedState for Counter {
-        fn snapshot_groups(&self) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
-            self.0
+        fn snapshot_groups(
+            &self,
+            include: &dyn Fn(KeyGroup) -> bool,
+        ) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
+            self.values
                 .iter()
+                .filter(|(g, _)| include(**g))
                 .map(|(g, v)| Ok((*g, encode_state("c", *g, v)?)))
                 .collect()
         }
         fn restore_group(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<(), StateError> {
-            self.0.insert(group, decode_state("c", group, bytes)?);
+            self.values.insert(group, decode_state("c", group, bytes)?);
             Ok(())
         }
         fn stats(&self) -> StateStats {
             StateStats {
-                keys: self.0.len(),
-                entries: self.0.len(),
+                keys: self.values.len(),
+                entries: self.values.len(),
             }
         }
+        fn record_changes(&mut self) -> bool {
+            if self.incremental {
+                self.changed = Some(BTreeSet::new());
+            }
+            self.incremental
+        }
+        fn take_changes(&mut self) -> Result<Changes, StateError> {
+            let changed = std::mem::take(self.changed.as_mut().expect("recording"));
+            let groups = changed
+                .into_iter()
+                .map(|g| Ok((g, encode_state("c", g, &self.values.get(&g))?)))
+                .collect::<Result<_, StateError>>()?;
+            Ok(Changes {
+                common: Vec::new(),
+                groups,
+            })
+        }
+        fn apply_changes(
+            &mut self,
+            group: KeyGroup,
+            _common: &[u8],
+            own: &[u8],
+        ) -> Result<(), StateError> {
+            if !own.is_empty() {
+                match decode_state::<Option<u64>>("c", group, own)? {
+                    Some(v) => self.values.insert(group, v),
+                    None => self.values.remove(&group),
+                };
+            }
+            Ok(())
+        }
+    }
+
+    /// The union of what `workers` workers restore from `backend`'s checkpoint `epoch`
+    /// (each checking it only got groups it owns).
+    fn restore_all(
+        backend: &Arc<MemoryBackend>,
+        groups: KeyGroups,
+        epoch: Epoch,
+        workers: usize,
+    ) -> BTreeMap<KeyGroup, u64> {
+        backend.restore_from(epoch);
+        let mut merged = BTreeMap::new();
+        for worker in 0..workers {
+            let mut ctx = StateContext::new(
+                "c",
+                backend.clone(),
+                Default::default(),
+                groups,
+                worker,
+                workers,
+            );
+            let mut part = Counter::default();
+            ctx.restore(&mut part).unwrap();
+            for g in part.values.keys() {
+                assert_eq!(groups.worker_of(*g, workers), worker);
+            }
+            merged.extend(part.values);
+        }
+        merged
     }
 
     #[test]
     fn restores_each_group_on_the_worker_that_owns_it_now() {
         let backend = MemoryBackend::new();
         let groups = KeyGroups::new(8);
-        let state = Counter((0..8).map(|g| (KeyGroup(g), g as u64 * 10)).collect());
+        let mut state = Counter::of(
+            (0..8).map(|g| (KeyGroup(g), g as u64 * 10)).collect(),
+            false,
+        );
         let mut ctx = StateContext::new(
             "c",
             backend.clone(),
@@ -363,22 +646,65 @@ mod tests {
             0,
             1,
         );
+        assert_eq!(ctx.restore(&mut state).unwrap(), 0);
         assert_eq!(ctx.pending_checkpoint(), Some(4));
-        ctx.snapshot(4, &state).unwrap();
+        ctx.snapshot(4, &mut state).unwrap();
         assert_eq!(ctx.pending_checkpoint(), None);
-        backend.restore_from(4);
-        let mut merged = BTreeMap::new();
-        for worker in 0..3 {
-            let ctx =
-                StateContext::new("c", backend.clone(), Default::default(), groups, worker, 3);
-            let mut part = Counter(BTreeMap::new());
-            ctx.restore(&mut part).unwrap();
-            for g in part.0.keys() {
-                assert_eq!(groups.worker_of(*g, 3), worker);
-            }
-            merged.extend(part.0);
+        assert_eq!(restore_all(&backend, groups, 4, 3), state.values);
+    }
+
+    #[test]
+    fn incremental_checkpoints_write_changes_and_restore_the_same_state() {
+        let backend = MemoryBackend::new();
+        let groups = KeyGroups::new(16);
+        let mut state = Counter::of(BTreeMap::new(), true);
+        let mut ctx = StateContext::new(
+            "c",
+            backend.clone(),
+            CheckpointSchedule::Every(1),
+            groups,
+            0,
+            1,
+        );
+        ctx.restore(&mut state).unwrap();
+        for g in 0..16 {
+            state.set(g, Some(1000 + u64::from(g)));
         }
-        assert_eq!(merged, state.0);
+        let mut expected = BTreeMap::new();
+        for epoch in 0..40u64 {
+            // A few groups change; one empties, then comes back.
+            state.set((epoch * 7 % 16) as u32, Some(epoch));
+            state.set(3, (epoch % 5 != 0).then_some(epoch));
+            ctx.snapshot(epoch, &mut state).unwrap();
+            expected.insert(epoch, state.values.clone());
+        }
+        for (epoch, values) in &expected {
+            for workers in [1, 2, 3] {
+                assert_eq!(
+                    &restore_all(&backend, groups, *epoch, workers),
+                    values,
+                    "{epoch}"
+                );
+            }
+        }
+        // After the first checkpoint, most groups were written as (empty) deltas, and no
+        // group's chain is longer than FULL_EVERY.
+        backend.restore_from(39);
+        let mut full = 0;
+        for g in 0..16 {
+            let chain = backend.read("c", KeyGroup(g)).unwrap();
+            assert!(!chain.is_empty() && chain.len() as u64 <= StateContext::FULL_EVERY);
+            assert!(
+                matches!(chain[0], GroupPart::Full(_)),
+                "group {g}: {chain:?}"
+            );
+            full += chain
+                .iter()
+                .filter(|p| matches!(p, GroupPart::Full(_)))
+                .count();
+        }
+        assert_eq!(full, 16, "one full part per group");
+        assert!(backend.size_of(39) < 16 * 8 * 10, "{}", backend.size_of(39));
     }
 
     #[test]

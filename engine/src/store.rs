@@ -191,6 +191,15 @@ impl Store {
         })
     }
 
+    /// Writes `chunks`, one after the other, at `path`, atomically (no copy into one buffer).
+    pub fn put_chunks(&self, path: &str, chunks: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        let location = self.path(path);
+        let payload: PutPayload = chunks.into_iter().map(bytes::Bytes::from).collect();
+        self.call("write", path, async {
+            self.inner.put(&location, payload).await.map(|_| ())
+        })
+    }
+
     /// Writes `bytes` at `path` only if nothing is there; false when something was.
     pub fn put_new(&self, path: &str, bytes: Vec<u8>) -> Result<bool, StoreError> {
         let location = self.path(path);
@@ -265,6 +274,17 @@ impl Store {
         Some(std::path::Path::new(root).join(prefix))
     }
 
+    /// Deletes the object at `path` (nothing when there is none).
+    pub fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let location = self.path(path);
+        self.call("delete", path, async {
+            match self.inner.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     /// Deletes every object under `prefix`.
     pub fn delete_all(&self, prefix: &str) -> Result<(), StoreError> {
         if let Some(dir) = self.local_dir(prefix) {
@@ -281,13 +301,7 @@ impl Store {
             };
         }
         for (path, _) in self.list(prefix)? {
-            let location = self.path(&path);
-            self.call("delete", &path, async {
-                match self.inner.delete(&location).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            })?;
+            self.delete(&path)?;
         }
         Ok(())
     }

@@ -168,8 +168,9 @@ impl Completer {
             .complete(f, &participants, self.workers, self.durable.retain)
             .map_err(|e| format!("the final checkpoint failed: {e}"))?;
         tracing::info!(
-            "final checkpoint {f} complete ({} files)",
-            manifest.files.len()
+            "final checkpoint {f} complete: {} bytes written, {} in all",
+            manifest.written_bytes(),
+            manifest.total_bytes()
         );
         run.completion.completed(f);
         run.checkpoints.retain_now(self.durable.retain, f);
@@ -279,12 +280,18 @@ impl Completer {
                     return Ok(());
                 }
                 Ok(m) => {
-                    tracing::info!("checkpoint {c} complete ({} files)", m.files.len());
+                    tracing::info!(
+                        "checkpoint {c} complete: {} bytes written, {} in all",
+                        m.written_bytes(),
+                        m.total_bytes()
+                    );
                     self.durable.setup.run.completion.completed(c);
                     self.failed_in_a_row = 0;
-                    self.stats
-                        .metrics()
-                        .checkpoint_completed(c, m.files.values().sum());
+                    self.stats.metrics().checkpoint_completed(
+                        c,
+                        m.written_bytes(),
+                        m.total_bytes(),
+                    );
                     if let Some(name) = m.savepoint.as_ref().filter(|_| !stop) {
                         self.on_demand = false;
                         eprintln!("savepoint {name} taken: chk-{c:020} (kept until deleted)");

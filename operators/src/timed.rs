@@ -97,7 +97,7 @@ pub fn timed_operator<'scope, L: TimedLogic>(
     }
     let name = name.to_string();
     let mut state_ctx = state;
-    if let Some(ctx) = &state_ctx {
+    if let Some(ctx) = &mut state_ctx {
         if let Err(e) = ctx.restore(logic.state_mut()) {
             panic!("step `{name}` cannot restore its state: {e}");
         }
@@ -194,7 +194,7 @@ pub fn timed_operator<'scope, L: TimedLogic>(
                     }
                     (_, Some(c)) => {
                         let ctx = state_ctx.as_mut().expect("a checkpoint implies state");
-                        if let Err(e) = ctx.snapshot(c, logic.state()) {
+                        if let Err(e) = ctx.snapshot(c, logic.state_mut()) {
                             // The checkpoint fails (it will lack this step's mark); the job
                             // goes on and the next one tries again.
                             tracing::error!("step `{name}`: checkpoint {c} failed: {e}");
@@ -231,7 +231,7 @@ pub fn timed_operator<'scope, L: TimedLogic>(
                 // final checkpoint (before the capabilities are dropped below).
                 if let Some(ctx) = state_ctx.as_mut() {
                     if let Some(f) = ctx.take_final_checkpoint() {
-                        if let Err(e) = ctx.snapshot(f, logic.state()) {
+                        if let Err(e) = ctx.snapshot(f, logic.state_mut()) {
                             tracing::error!("step `{name}`: the final checkpoint failed: {e}");
                         }
                     }

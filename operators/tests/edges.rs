@@ -348,7 +348,7 @@ fn a_rule_changed_at_runtime_applies_from_its_event_time_on_and_not_before() {
     // reaches 3 events after the change.
     assert_eq!(ids(&out), [("ann".to_string(), "a0,a1,a2,a3")]);
     // The parameters are part of the checkpoint: restored, the rule goes on with them.
-    let snapshot = d.state().snapshot_groups().unwrap();
+    let snapshot = d.state().snapshot_groups(&|_| true).unwrap();
     let fresh = Threshold::new(1, 10 * MIN, Some(5), None, None, Some(1)).with_updates(
         weir_operators::rule::RuleUpdates {
             name: "bursts".into(),

@@ -46,6 +46,7 @@ pub struct Metrics {
     watermark_lag: Gauge,
     checkpoint_duration: Histogram,
     checkpoint_size: Gauge,
+    checkpoint_full_size: Gauge,
     checkpoint_failures: IntCounter,
     checkpoints: IntCounter,
     last_checkpoint: IntGauge,
@@ -143,7 +144,13 @@ impl Metrics {
             )).expect("metric")),
             checkpoint_size: register(r, Gauge::with_opts(opts(
                 "weir_checkpoint_size_bytes",
-                "Bytes in the last completed checkpoint (every file its manifest lists).",
+                "Bytes the last completed checkpoint wrote (incremental: what changed, and the key \
+                 groups written in full this time).",
+            )).expect("metric")),
+            checkpoint_full_size: register(r, Gauge::with_opts(opts(
+                "weir_checkpoint_full_size_bytes",
+                "Bytes a restore from the last completed checkpoint reads (its files and the \
+                 earlier state parts it uses).",
             )).expect("metric")),
             checkpoint_failures: register(r, IntCounter::with_opts(opts(
                 "weir_checkpoint_failures_total",
@@ -249,13 +256,15 @@ impl Metrics {
         (slot_epoch.load(Ordering::Acquire) == epoch).then(|| at.load(Ordering::Relaxed))
     }
 
-    /// A checkpoint completed: `epoch_end` is when its epoch ended (the next one opened).
-    pub fn checkpoint_completed(&self, epoch: Epoch, bytes: u64) {
+    /// Checkpoint `epoch` completed, having written `written` bytes; a restore from it reads
+    /// `full`.
+    pub fn checkpoint_completed(&self, epoch: Epoch, written: u64, full: u64) {
         if let Some(opened) = self.epoch_opened_at(epoch + 1) {
             let secs = now_micros().saturating_sub(opened) as f64 / 1e6;
             self.checkpoint_duration.observe(secs);
         }
-        self.checkpoint_size.set(bytes as f64);
+        self.checkpoint_size.set(written as f64);
+        self.checkpoint_full_size.set(full as f64);
         self.checkpoints.inc();
         self.last_checkpoint.set(epoch as i64);
     }

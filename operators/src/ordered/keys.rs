@@ -42,6 +42,8 @@ pub(super) struct Slot<S> {
     pub entry: KeyEntry<S>,
     /// Records of this key waiting for the watermark: the slot lives while any do.
     pub pending: u32,
+    /// Its state changed since the last checkpoint (when checkpoints are incremental).
+    pub changed: bool,
 }
 
 impl<S> Slot<S> {
@@ -88,6 +90,7 @@ impl<S: Default> KeyTable<S> {
             key,
             entry: KeyEntry::default(),
             pending: 0,
+            changed: false,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -107,6 +110,18 @@ impl<S: Default> KeyTable<S> {
 }
 
 impl<S> KeyTable<S> {
+    /// The id of the live key with these encoded bytes.
+    pub fn find(&self, key: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(key_hash(key), |&id| {
+                slots[id as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.key.as_bytes() == key)
+            })
+            .copied()
+    }
+
     /// The live key with this id.
     #[inline]
     pub fn get(&self, id: u32) -> Option<&Slot<S>> {

@@ -23,7 +23,7 @@ use weir_engine::data::Row;
 use weir_engine::event::{Epoch, Event, WATERMARK_MIN};
 use weir_engine::keys::{KeyGroup, KeyGroups};
 use weir_engine::state::{
-    decode_state, encode_state, KeyedState, StateContext, StateError, StateStats,
+    decode_state, encode_state, Changes, KeyedState, StateContext, StateError, StateStats,
 };
 use weir_engine::stats::{JobStats, OperatorStats};
 
@@ -123,6 +123,27 @@ struct PendingRecord {
     row: Row,
 }
 
+/// One key group's changes since the previous checkpoint: its waiting records (all of them,
+/// replacing those before) and the keys whose state changed (`None`: dropped).
+#[derive(Serialize, Deserialize)]
+struct GroupChanges<S> {
+    pending: Vec<PendingRecord>,
+    keys: Vec<(Row, Option<KeyEntry<S>>)>,
+}
+
+/// The control state and its waiting records.
+type ControlSnapshot = (Vec<u8>, Vec<PendingRecord>);
+
+/// Changes recorded since the last checkpoint (when checkpoints are incremental).
+#[derive(Default)]
+struct Recorded {
+    /// Keys whose state changed (each flagged in its slot; a key dropped and interned again
+    /// may appear twice).
+    keys: Vec<Row>,
+    /// Key groups that had waiting records at the last checkpoint.
+    pending_groups: BTreeSet<KeyGroup>,
+}
+
 /// What a snapshot of one key group holds.
 #[derive(Serialize, Deserialize)]
 struct GroupSnapshot<S> {
@@ -146,7 +167,12 @@ pub struct OrderedState<S> {
     /// this worker (each snapshot group carries the control state, so any restore finds it).
     control: Option<(Vec<u8>, std::ops::Range<u32>)>,
     /// Restored control state and pending records, for the logic to pick up.
-    restored_control: Option<(Vec<u8>, Vec<PendingRecord>)>,
+    restored_control: Option<ControlSnapshot>,
+    /// Restored waiting records per key group (the last part of a group's chain wins), queued
+    /// once every group is restored.
+    restored_pending: BTreeMap<KeyGroup, Vec<PendingRecord>>,
+    /// Changes since the last checkpoint, when recording.
+    recorded: Option<Recorded>,
 }
 
 impl<S: KeyState> OrderedState<S> {
@@ -162,6 +188,41 @@ impl<S: KeyState> OrderedState<S> {
             side: p.side,
             key,
             row: p.row.clone(),
+        }
+    }
+
+    /// The waiting control records and the control state, when there is a control input.
+    fn control_snapshot(&self) -> Option<ControlSnapshot> {
+        let (bytes, _) = self.control.as_ref()?;
+        let pending = self
+            .pending
+            .iter()
+            .filter(|p| p.control)
+            .map(|p| self.record(p))
+            .collect();
+        Some((bytes.clone(), pending))
+    }
+
+    /// Sets (`Some`) or drops (`None`) the restored state of `key`.
+    fn put_key(&mut self, key: &Row, entry: Option<KeyEntry<S>>) {
+        let id = match (&entry, self.keys.find(key.as_bytes())) {
+            (_, Some(id)) => id,
+            (Some(_), None) => self.keys.intern(key.as_bytes()),
+            (None, None) => return,
+        };
+        let slot = self.keys.get_mut(id).expect("live");
+        if let Some(r) = slot.entry.registered {
+            self.timers.remove(&(r, id));
+        }
+        match entry {
+            Some(mut entry) => {
+                if let Some(t) = entry.timer {
+                    self.timers.insert((t, id));
+                }
+                entry.registered = entry.timer;
+                slot.entry = entry;
+            }
+            None => self.keys.remove(id),
         }
     }
 
@@ -203,23 +264,19 @@ impl<S: KeyState> OrderedState<S> {
 }
 
 impl<S: KeyState> KeyedState for OrderedState<S> {
-    fn snapshot_groups(&self) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
+    fn snapshot_groups(
+        &self,
+        include: &dyn Fn(KeyGroup) -> bool,
+    ) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
         let mut groups: BTreeMap<KeyGroup, GroupSnapshot<S>> = BTreeMap::new();
         let empty = || GroupSnapshot {
             pending: Vec::new(),
             keys: Vec::new(),
             control: None,
         };
-        if let Some((bytes, owned)) = &self.control {
-            let pending: Vec<PendingRecord> = self
-                .pending
-                .iter()
-                .filter(|p| p.control)
-                .map(|p| self.record(p))
-                .collect();
+        if let (Some(control), Some((_, owned))) = (self.control_snapshot(), &self.control) {
             for g in owned.clone() {
-                groups.entry(KeyGroup(g)).or_insert_with(empty).control =
-                    Some((bytes.clone(), pending.clone()));
+                groups.entry(KeyGroup(g)).or_insert_with(empty).control = Some(control.clone());
             }
         }
         for p in self.pending.iter().filter(|p| !p.control) {
@@ -244,6 +301,7 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
         }
         groups
             .into_iter()
+            .filter(|(group, _)| include(*group))
             .map(|(group, mut snapshot)| {
                 // Same state, same bytes: no hash-map or arrival order leaks in.
                 snapshot.pending.sort_by(|a, b| {
@@ -257,21 +315,114 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
 
     fn restore_group(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<(), StateError> {
         let snapshot: GroupSnapshot<S> = decode_state(&self.name, group, bytes)?;
-        if self.restored_control.is_none() {
+        if snapshot.control.is_some() {
             self.restored_control = snapshot.control;
         }
-        for (key, mut entry) in snapshot.keys {
-            let id = self.keys.intern(key.as_bytes());
-            if let Some(t) = entry.timer {
-                self.timers.insert((t, id));
-            }
-            entry.registered = entry.timer;
-            self.keys.get_mut(id).expect("just interned").entry = entry;
+        for (key, entry) in snapshot.keys {
+            self.put_key(&key, Some(entry));
         }
-        for record in snapshot.pending {
-            self.push(record);
-        }
+        self.restored_pending.insert(group, snapshot.pending);
         Ok(())
+    }
+
+    fn record_changes(&mut self) -> bool {
+        self.recorded = Some(Recorded::default());
+        true
+    }
+
+    fn take_changes(&mut self) -> Result<Changes, StateError> {
+        let Some(recorded) = self.recorded.as_mut() else {
+            return Ok(Changes::default());
+        };
+        let mut keys = std::mem::take(&mut recorded.keys);
+        let had_pending = std::mem::take(&mut recorded.pending_groups);
+        keys.sort_unstable();
+        keys.dedup();
+        let mut groups: BTreeMap<KeyGroup, GroupChanges<S>> = BTreeMap::new();
+        let empty = || GroupChanges {
+            pending: Vec::new(),
+            keys: Vec::new(),
+        };
+        for key in keys {
+            let entry = self.keys.find(key.as_bytes()).and_then(|id| {
+                let slot = self.keys.get_mut(id).expect("live");
+                slot.changed = false;
+                let held = slot.entry.state.entries() > 0 || slot.entry.timer.is_some();
+                held.then(|| slot.entry.clone())
+            });
+            let group = self.key_groups.group_of(key.as_bytes());
+            groups
+                .entry(group)
+                .or_insert_with(empty)
+                .keys
+                .push((key, entry));
+        }
+        // A group's waiting records are listed whole whenever it has or had any.
+        let mut has_pending = BTreeSet::new();
+        for p in self.pending.iter().filter(|p| !p.control) {
+            let record = self.record(p);
+            let group = self.key_groups.group_of(record.key.as_bytes());
+            has_pending.insert(group);
+            groups
+                .entry(group)
+                .or_insert_with(empty)
+                .pending
+                .push(record);
+        }
+        for group in had_pending.difference(&has_pending) {
+            groups.entry(*group).or_insert_with(empty);
+        }
+        if let Some(recorded) = self.recorded.as_mut() {
+            recorded.pending_groups = has_pending;
+        }
+        let common = match self.control_snapshot() {
+            Some(control) => encode_state(&self.name, KeyGroup(0), &control)?,
+            None => Vec::new(),
+        };
+        let groups = groups
+            .into_iter()
+            .map(|(group, mut changes)| {
+                // Same changes, same bytes.
+                changes.pending.sort_by(|a, b| {
+                    (a.ts, a.rank, &a.key, &a.row).cmp(&(b.ts, b.rank, &b.key, &b.row))
+                });
+                Ok((group, encode_state(&self.name, group, &changes)?))
+            })
+            .collect::<Result<_, StateError>>()?;
+        Ok(Changes { common, groups })
+    }
+
+    fn apply_changes(
+        &mut self,
+        group: KeyGroup,
+        common: &[u8],
+        own: &[u8],
+    ) -> Result<(), StateError> {
+        if !common.is_empty() {
+            self.restored_control = Some(decode_state(&self.name, group, common)?);
+        }
+        if own.is_empty() {
+            return Ok(());
+        }
+        let changes: GroupChanges<S> = decode_state(&self.name, group, own)?;
+        for (key, entry) in changes.keys {
+            self.put_key(&key, entry);
+        }
+        self.restored_pending.insert(group, changes.pending);
+        Ok(())
+    }
+
+    fn finish_restore(&mut self) {
+        for (group, records) in std::mem::take(&mut self.restored_pending) {
+            if !records.is_empty() {
+                if let Some(recorded) = self.recorded.as_mut() {
+                    recorded.pending_groups.insert(group);
+                }
+            }
+            for record in records {
+                self.push(record);
+            }
+        }
     }
 
     fn stats(&self) -> StateStats {
@@ -318,6 +469,8 @@ impl<P: KeyedProcess> OrderedLogic<P> {
                 timers: BTreeSet::new(),
                 control,
                 restored_control: None,
+                restored_pending: BTreeMap::new(),
+                recorded: None,
             },
             extractors: config
                 .key_columns
@@ -334,13 +487,18 @@ impl<P: KeyedProcess> OrderedLogic<P> {
 
     /// After the process touched key `id`: re-arms its timer, and drops the key when it holds
     /// nothing, waits for nothing and has no timer.
-    fn settle(
-        process: &P,
-        timers: &mut BTreeSet<(i64, u32)>,
-        keys: &mut KeyTable<P::KeyState>,
-        id: u32,
-    ) {
+    fn settle(state: &mut OrderedState<P::KeyState>, process: &P, id: u32) {
+        let OrderedState {
+            timers,
+            keys,
+            recorded,
+            ..
+        } = state;
         let slot = keys.get_mut(id).expect("a live key");
+        if let Some(recorded) = recorded.as_mut().filter(|_| !slot.changed) {
+            slot.changed = true;
+            recorded.keys.push(slot.key.clone());
+        }
         let entry = &mut slot.entry;
         entry.timer = process.next_timer(&entry.state);
         match entry.timer {
@@ -403,12 +561,7 @@ impl<P: KeyedProcess> OrderedLogic<P> {
                     }
                     None => {}
                 }
-                Self::settle(
-                    &self.process,
-                    &mut self.state.timers,
-                    &mut self.state.keys,
-                    id,
-                );
+                Self::settle(&mut self.state, &self.process, id);
             }
         }
     }
@@ -499,12 +652,7 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
                 &mut slot.entry.state,
                 out,
             );
-            Self::settle(
-                &self.process,
-                &mut self.state.timers,
-                &mut self.state.keys,
-                id,
-            );
+            Self::settle(&mut self.state, &self.process, id);
         }
         drop(records);
         self.ready = pending;

@@ -1,13 +1,14 @@
 //! The state of a window step on one worker: open windows and their accumulators per key.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::mem;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use weir_engine::data::Row;
-use weir_engine::keys::{KeyGroup, KeyGroups};
-use weir_engine::state::{decode_state, encode_state, KeyedState, StateError, StateStats};
+use weir_engine::keys::{key_hash, KeyGroup, KeyGroups};
+use weir_engine::state::{decode_state, encode_state, Changes, KeyedState, StateError, StateStats};
 
 use super::assign::WindowKind;
 use crate::aggregate::{Acc, Aggregates};
@@ -41,6 +42,53 @@ enum GroupSnapshot {
     Sessions(Vec<(Row, Vec<Session>)>),
 }
 
+/// [`GroupSnapshot`] borrowed from the state: the same bytes, without copying it first.
+#[derive(Serialize)]
+enum GroupSnapshotRef<'a> {
+    Fixed(Vec<(i64, SortedKey<'a>, &'a [Acc])>),
+    Sessions(Vec<(&'a Row, &'a [Session])>),
+}
+
+/// A key that sorts by its hash first (then by its bytes): a deterministic order that rarely
+/// compares bytes. Serialises as the key.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct SortedKey<'a>(u64, &'a Row);
+
+impl Serialize for SortedKey<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.1.serialize(serializer)
+    }
+}
+
+/// One key group's changes since the previous checkpoint; windows closed meanwhile are not
+/// listed (the changes common to every group say up to where windows closed).
+#[derive(Default, Serialize, Deserialize)]
+struct GroupChanges {
+    /// Open fixed windows updated or opened: end, key, accumulators now.
+    fixed: Vec<(i64, Row, Vec<Acc>)>,
+    /// Keys whose sessions changed: their sessions now (none left: `None`).
+    sessions: Vec<(Row, Option<Vec<Session>>)>,
+}
+
+/// One key's accumulators in one fixed window.
+#[derive(Clone, Debug)]
+struct Slot {
+    accs: Vec<Acc>,
+    /// Its key group.
+    group: KeyGroup,
+    /// Changed since the last checkpoint (and listed in [`Recorded::fixed`]).
+    changed: bool,
+}
+
+/// Changes recorded since the last checkpoint (when checkpoints are incremental).
+#[derive(Default)]
+struct Recorded {
+    /// Fixed windows (end, key) changed: each once, flagged in its slot.
+    fixed: Vec<(i64, Row)>,
+    /// Keys whose sessions changed.
+    sessions: HashSet<Row>,
+}
+
 /// Open windows of one window step.
 pub struct WindowState {
     name: String,
@@ -48,16 +96,20 @@ pub struct WindowState {
     aggregates: Arc<Aggregates>,
     key_groups: KeyGroups,
     /// Tumbling and sliding: window end → key → accumulators.
-    fixed: BTreeMap<i64, HashMap<Row, Vec<Acc>>>,
+    fixed: BTreeMap<i64, HashMap<Row, Slot>>,
     /// Sessions: key → its sessions, sorted and disjoint.
     sessions: HashMap<Row, Vec<Session>>,
     /// Sessions by end, to close them in order.
     timers: BTreeSet<(i64, Row)>,
     /// Emptied key maps of closed windows, kept with their capacity: the next window reuses
     /// one instead of growing a new map through fresh memory.
-    spare_maps: Vec<HashMap<Row, Vec<Acc>>>,
+    spare_maps: Vec<HashMap<Row, Slot>>,
     /// Reused buffer for sorting a closing window's keys.
     sorting: Vec<(u64, Row, Vec<Acc>)>,
+    /// Windows ending at or before this have closed.
+    closed_through: i64,
+    /// Changes since the last checkpoint, when recording.
+    recorded: Option<Recorded>,
 }
 
 impl WindowState {
@@ -78,6 +130,8 @@ impl WindowState {
             timers: BTreeSet::new(),
             spare_maps: Vec::new(),
             sorting: Vec::new(),
+            closed_through: i64::MIN,
+            recorded: None,
         }
     }
 
@@ -93,6 +147,7 @@ impl WindowState {
     ) -> bool {
         let mut accepted = false;
         let (fixed, aggregates, spare) = (&mut self.fixed, &self.aggregates, &mut self.spare_maps);
+        let (recorded, key_groups) = (&mut self.recorded, self.key_groups);
         self.kind.for_each_window(ts, |_start, end| {
             if !accept(end) {
                 return;
@@ -102,13 +157,28 @@ impl WindowState {
                 .entry(end)
                 .or_insert_with(|| spare.pop().unwrap_or_default());
             match keys.get_mut(&KeyRef(key)) {
-                Some(accs) => aggregates.update(accs, row),
+                Some(slot) => {
+                    aggregates.update(&mut slot.accs, row);
+                    if let Some(recorded) = recorded.as_mut().filter(|_| !slot.changed) {
+                        slot.changed = true;
+                        let key = keys.get_key_value(&KeyRef(key)).expect("present").0;
+                        recorded.fixed.push((end, key.clone()));
+                    }
+                }
                 None => {
                     let mut accs = aggregates.init();
                     aggregates.update(&mut accs, row);
                     let key =
                         Row::from_bytes(key.to_vec()).expect("key bytes come from a RowBuilder");
-                    keys.insert(key, accs);
+                    let slot = Slot {
+                        accs,
+                        group: key_groups.group_of(key.as_bytes()),
+                        changed: recorded.is_some(),
+                    };
+                    if let Some(recorded) = recorded.as_mut() {
+                        recorded.fixed.push((end, key.clone()));
+                    }
+                    keys.insert(key, slot);
                 }
             }
         });
@@ -143,14 +213,18 @@ impl WindowState {
             merged.end = merged.end.max(old.end);
             self.aggregates.merge(&mut merged.accs, &old.accs);
         }
-        self.timers.insert((merged.end, key_row));
+        self.timers.insert((merged.end, key_row.clone()));
         sessions.insert(first, merged);
+        if let Some(recorded) = &mut self.recorded {
+            recorded.sessions.insert(key_row);
+        }
     }
 
     /// Removes every window whose end is at most `until` and appends it to `out`, in (end,
     /// key) order.
     pub fn close_until(&mut self, until: i64, out: &mut Vec<ClosedWindow>) {
         let size = self.kind.size().unwrap_or(0);
+        self.closed_through = self.closed_through.max(until);
         while let Some(entry) = self.fixed.first_entry() {
             if *entry.key() > until {
                 break;
@@ -158,7 +232,7 @@ impl WindowState {
             let end = *entry.key();
             let mut keys = entry.remove();
             self.sorting
-                .extend(keys.drain().map(|(k, a)| (k.sort_prefix(), k, a)));
+                .extend(keys.drain().map(|(k, s)| (k.sort_prefix(), k, s.accs)));
             self.spare_maps.push(keys);
             self.sorting
                 .sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp_values(&b.1)));
@@ -189,6 +263,9 @@ impl WindowState {
             if sessions.is_empty() {
                 self.sessions.remove(&key);
             }
+            if let Some(recorded) = &mut self.recorded {
+                recorded.sessions.insert(key.clone());
+            }
             out.push(ClosedWindow {
                 key,
                 start: session.start,
@@ -204,27 +281,66 @@ impl WindowState {
     fn group_of(&self, key: &Row) -> KeyGroup {
         self.key_groups.group_of(key.as_bytes())
     }
+
+    /// Sets the accumulators of `key` in the fixed window ending at `end` (restores).
+    fn put_fixed(&mut self, end: i64, key: Row, accs: Vec<Acc>) {
+        let group = self.group_of(&key);
+        let slot = Slot {
+            accs,
+            group,
+            changed: false,
+        };
+        self.fixed.entry(end).or_default().insert(key, slot);
+    }
+
+    /// Replaces the sessions of `key` (restores): none left with `None`.
+    fn put_sessions(&mut self, key: Row, sessions: Option<Vec<Session>>) {
+        if let Some(old) = self.sessions.remove(&key) {
+            for s in &old {
+                self.timers.remove(&(s.end, key.clone()));
+            }
+        }
+        if let Some(sessions) = sessions.filter(|s| !s.is_empty()) {
+            for s in &sessions {
+                self.timers.insert((s.end, key.clone()));
+            }
+            self.sessions.insert(key, sessions);
+        }
+    }
 }
 
 impl KeyedState for WindowState {
-    fn snapshot_groups(&self) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
-        let mut groups: BTreeMap<KeyGroup, GroupSnapshot> = BTreeMap::new();
+    fn snapshot_groups(
+        &self,
+        include: &dyn Fn(KeyGroup) -> bool,
+    ) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
+        let mut groups: BTreeMap<KeyGroup, GroupSnapshotRef<'_>> = BTreeMap::new();
+        let mut included: Vec<Option<bool>> = vec![None; self.key_groups.count() as usize];
+        let mut include = |g: KeyGroup| *included[g.0 as usize].get_or_insert_with(|| include(g));
         for (end, keys) in &self.fixed {
-            for (key, accs) in keys {
+            for (key, slot) in keys {
+                if !include(slot.group) {
+                    continue;
+                }
                 let entry = groups
-                    .entry(self.group_of(key))
-                    .or_insert_with(|| GroupSnapshot::Fixed(Vec::new()));
-                if let GroupSnapshot::Fixed(list) = entry {
-                    list.push((*end, key.clone(), accs.clone()));
+                    .entry(slot.group)
+                    .or_insert_with(|| GroupSnapshotRef::Fixed(Vec::new()));
+                if let GroupSnapshotRef::Fixed(list) = entry {
+                    let sorted = SortedKey(key_hash(key.as_bytes()), key);
+                    list.push((*end, sorted, &slot.accs));
                 }
             }
         }
         for (key, sessions) in &self.sessions {
+            let group = self.group_of(key);
+            if !include(group) {
+                continue;
+            }
             let entry = groups
-                .entry(self.group_of(key))
-                .or_insert_with(|| GroupSnapshot::Sessions(Vec::new()));
-            if let GroupSnapshot::Sessions(list) = entry {
-                list.push((key.clone(), sessions.clone()));
+                .entry(group)
+                .or_insert_with(|| GroupSnapshotRef::Sessions(Vec::new()));
+            if let GroupSnapshotRef::Sessions(list) = entry {
+                list.push((key, sessions));
             }
         }
         groups
@@ -232,10 +348,10 @@ impl KeyedState for WindowState {
             .map(|(group, mut snapshot)| {
                 // Hash-map order must not leak into the bytes: same state, same snapshot.
                 match &mut snapshot {
-                    GroupSnapshot::Fixed(list) => {
+                    GroupSnapshotRef::Fixed(list) => {
                         list.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
                     }
-                    GroupSnapshot::Sessions(list) => list.sort_unstable_by(|a, b| a.0.cmp(&b.0)),
+                    GroupSnapshotRef::Sessions(list) => list.sort_unstable_by(|a, b| a.0.cmp(b.0)),
                 }
                 Ok((group, encode_state(&self.name, group, &snapshot)?))
             })
@@ -246,19 +362,91 @@ impl KeyedState for WindowState {
         match decode_state::<GroupSnapshot>(&self.name, group, bytes)? {
             GroupSnapshot::Fixed(list) => {
                 for (end, key, accs) in list {
-                    self.fixed.entry(end).or_default().insert(key, accs);
+                    self.put_fixed(end, key, accs);
                 }
             }
             GroupSnapshot::Sessions(list) => {
                 for (key, sessions) in list {
-                    for s in &sessions {
-                        self.timers.insert((s.end, key.clone()));
-                    }
-                    self.sessions.insert(key, sessions);
+                    self.put_sessions(key, Some(sessions));
                 }
             }
         }
         Ok(())
+    }
+
+    fn record_changes(&mut self) -> bool {
+        self.recorded = Some(Recorded::default());
+        true
+    }
+
+    fn take_changes(&mut self) -> Result<Changes, StateError> {
+        let Some(recorded) = self.recorded.as_mut() else {
+            return Ok(Changes::default());
+        };
+        let recorded = mem::take(recorded);
+        let mut groups: BTreeMap<KeyGroup, GroupChanges> = BTreeMap::new();
+        for (end, key) in recorded.fixed {
+            // Windows that closed since are left out: the common part covers them.
+            let Some(slot) = self.fixed.get_mut(&end).and_then(|keys| keys.get_mut(&key)) else {
+                continue;
+            };
+            slot.changed = false;
+            let accs = slot.accs.clone();
+            groups
+                .entry(slot.group)
+                .or_default()
+                .fixed
+                .push((end, key, accs));
+        }
+        for key in recorded.sessions {
+            let now = self.sessions.get(&key).cloned();
+            groups
+                .entry(self.group_of(&key))
+                .or_default()
+                .sessions
+                .push((key, now));
+        }
+        let common = encode_state(&self.name, KeyGroup(0), &self.closed_through)?;
+        let groups = groups
+            .into_iter()
+            .map(|(group, mut changes)| {
+                // Same changes, same bytes.
+                changes
+                    .fixed
+                    .sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+                changes.sessions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                Ok((group, encode_state(&self.name, group, &changes)?))
+            })
+            .collect::<Result<_, StateError>>()?;
+        Ok(Changes { common, groups })
+    }
+
+    fn apply_changes(
+        &mut self,
+        group: KeyGroup,
+        common: &[u8],
+        own: &[u8],
+    ) -> Result<(), StateError> {
+        let closed: i64 = decode_state(&self.name, group, common)?;
+        self.closed_through = self.closed_through.max(closed);
+        if own.is_empty() {
+            return Ok(());
+        }
+        let changes: GroupChanges = decode_state(&self.name, group, own)?;
+        for (end, key, accs) in changes.fixed {
+            self.put_fixed(end, key, accs);
+        }
+        for (key, sessions) in changes.sessions {
+            self.put_sessions(key, sessions);
+        }
+        Ok(())
+    }
+
+    fn finish_restore(&mut self) {
+        // Windows that closed after their group's last change: gone (sessions were listed as
+        // changes when they closed).
+        let open = self.fixed.split_off(&self.closed_through.saturating_add(1));
+        self.fixed = open;
     }
 
     fn stats(&self) -> StateStats {
@@ -345,5 +533,82 @@ mod tests {
         st.close_until(40, &mut out);
         assert_eq!((out[0].start, out[0].end), (0, 40));
         assert_eq!(out[0].accs, vec![crate::aggregate::Acc::Count(5)]);
+    }
+
+    /// Every group's full snapshot, for comparing states.
+    fn full(st: &WindowState) -> Vec<(KeyGroup, Vec<u8>)> {
+        st.snapshot_groups(&|_| true).unwrap()
+    }
+
+    #[test]
+    fn incremental_checkpoints_restore_the_same_windows_at_any_worker_count() {
+        use weir_engine::state::{CheckpointSchedule, MemoryBackend, StateContext};
+        for kind in [
+            WindowKind::Tumbling { size: 10 },
+            WindowKind::Sliding { size: 20, slide: 5 },
+            WindowKind::Session { gap: 7 },
+        ] {
+            let groups = KeyGroups::new(16);
+            let backend = MemoryBackend::new();
+            let mut ctx = StateContext::new(
+                "w",
+                backend.clone(),
+                CheckpointSchedule::Every(1),
+                groups,
+                0,
+                1,
+            );
+            let mut st = state(kind);
+            st.key_groups = groups;
+            ctx.restore(&mut st).unwrap();
+            let mut seed = 7u64;
+            let mut next = move || {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                seed >> 33
+            };
+            let mut expected = Vec::new();
+            let mut closed = Vec::new();
+            for epoch in 0..30u64 {
+                let now = epoch as i64 * 4;
+                for _ in 0..next() % 12 {
+                    let k = key(&format!("k{}", next() % 40));
+                    let ts = now + (next() % 6) as i64;
+                    match kind {
+                        WindowKind::Session { .. } => st.insert_session(k.as_bytes(), ts, &k),
+                        _ => {
+                            st.insert_fixed(k.as_bytes(), ts, &k, |end| end > now - 4);
+                        }
+                    }
+                }
+                st.close_until(now - 4, &mut closed);
+                ctx.snapshot(epoch, &mut st).unwrap();
+                expected.push(full(&st));
+            }
+            assert!(!closed.is_empty() && st.stats().entries > 0, "{kind:?}");
+            for (epoch, want) in expected.iter().enumerate() {
+                backend.restore_from(epoch as u64);
+                for workers in [1, 2, 3] {
+                    let mut got = Vec::new();
+                    for worker in 0..workers {
+                        let mut ctx = StateContext::new(
+                            "w",
+                            backend.clone(),
+                            Default::default(),
+                            groups,
+                            worker,
+                            workers,
+                        );
+                        let mut part = state(kind);
+                        part.key_groups = groups;
+                        ctx.restore(&mut part).unwrap();
+                        got.extend(full(&part));
+                    }
+                    got.sort();
+                    assert_eq!(&got, want, "{kind:?}: epoch {epoch} at {workers} workers");
+                }
+            }
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! finding the one to restore from.
 //!
 //! ```text
-//! <job>/chk-<epoch>/state/<operator>/w<worker>   the key groups one worker holds
+//! <job>/chk-<epoch>/state/<operator>/w<worker>   where the key groups one worker holds are
+//! <job>/shared/<operator>/e<epoch>-w<worker>-<run>  key groups' parts (full or changes),
+//!                                                 shared by the checkpoints that use them
 //! <job>/chk-<epoch>/sources/<source>/w<worker>   source positions read by one worker
 //! <job>/chk-<epoch>/sinks/<sink>                 a file sink's position
 //! <job>/chk-<epoch>/sinks/<sink>/w<worker>       a two-phase sink's uncommitted batches
@@ -13,7 +15,9 @@
 //! Every data file is framed: an 8-byte xxh3 of the payload, then the payload, so a damaged
 //! file is an error naming it, never wrong state. The manifest lists every file with its size;
 //! a checkpoint without a manifest, or whose files do not match it, is skipped (with a log
-//! line) in favour of the one before.
+//! line) in favour of the one before. Files outside the checkpoint's directory that it uses
+//! (state parts in `shared/`) are listed in the manifest too, and kept while any retained
+//! checkpoint lists them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +27,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Epoch;
-use crate::keys::KeyGroup;
-use crate::state::{CheckpointSchedule, StateBackend, StateError};
+use crate::state::CheckpointSchedule;
 use crate::store::{Store, StoreError};
+
+mod durable;
+pub use durable::DurableBackend;
 
 const MANIFEST: &str = "_MANIFEST";
 /// The savepoint that ends a stopped run, in its stop directory.
@@ -53,6 +59,29 @@ pub struct Manifest {
     /// The lineage of runs the checkpoint belongs to (see [`Checkpoints::with_generation`]).
     #[serde(default)]
     pub generation: u64,
+    /// Files outside the checkpoint's directory that it uses (relative to the job's
+    /// directory: state parts written by this or earlier checkpoints) and their sizes.
+    #[serde(default)]
+    pub shared: BTreeMap<String, u64>,
+}
+
+impl Manifest {
+    /// Bytes this checkpoint wrote: its own files and the shared files written for it.
+    pub fn written_bytes(&self) -> u64 {
+        let own: u64 = self.files.values().sum();
+        let shared: u64 = self
+            .shared
+            .iter()
+            .filter(|(f, _)| names::shared_epoch(f) == Some(self.epoch))
+            .map(|(_, s)| s)
+            .sum();
+        own + shared
+    }
+
+    /// Bytes a restore from it reads (and more: the markers and the manifest aside).
+    pub fn total_bytes(&self) -> u64 {
+        self.files.values().sum::<u64>() + self.shared.values().sum::<u64>()
+    }
 }
 
 /// A participant in checkpoints: an operator, source or sink that writes something at every
@@ -106,6 +135,22 @@ pub mod names {
     /// The position of the sink whose participant is `participant`.
     pub fn sink_file(participant: &str) -> String {
         format!("sinks/{participant}")
+    }
+
+    /// Where every shared file of a job is (relative to the job's directory).
+    pub const SHARED: &str = "shared";
+
+    /// A shared file of `step`'s state written by `worker` for checkpoint `epoch` in the run
+    /// `run` (unique per process: a run that restarts never overwrites a file an earlier
+    /// attempt wrote for the same epoch).
+    pub fn shared_state_file(step: &str, epoch: super::Epoch, worker: usize, run: u64) -> String {
+        format!("{SHARED}/{step}/e{epoch:020}-w{worker:05}-{run:016x}")
+    }
+
+    /// The checkpoint epoch a shared file was written for.
+    pub fn shared_epoch(path: &str) -> Option<super::Epoch> {
+        let name = path.rsplit('/').next()?;
+        name.strip_prefix('e')?.split('-').next()?.parse().ok()
     }
 }
 
@@ -276,6 +321,25 @@ fn dir(epoch: Epoch) -> String {
     format!("chk-{epoch:020}")
 }
 
+/// Checks that every file `expected` names is `present` with its size.
+fn check_sizes(
+    expected: &BTreeMap<String, u64>,
+    present: &BTreeMap<String, u64>,
+) -> Result<(), String> {
+    for (file, size) in expected {
+        match present.get(file) {
+            None => return Err(format!("file {file} is missing")),
+            Some(s) if s != size => {
+                return Err(format!(
+                    "file {file} has {s} bytes, the manifest says {size}"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + payload.len());
     out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
@@ -288,7 +352,11 @@ fn unframe(bytes: Vec<u8>) -> Option<Vec<u8>> {
         return None;
     }
     let sum = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    (xxhash_rust::xxh3::xxh3_64(&bytes[8..]) == sum).then(|| bytes[8..].to_vec())
+    let mut bytes = bytes;
+    (xxhash_rust::xxh3::xxh3_64(&bytes[8..]) == sum).then(|| {
+        bytes.drain(..8);
+        bytes
+    })
 }
 
 impl Checkpoints {
@@ -356,10 +424,69 @@ impl Checkpoints {
 
     /// Marks `participant` done on `worker` for checkpoint `epoch`.
     pub fn done(&self, epoch: Epoch, participant: &str, worker: usize) -> Result<(), StoreError> {
+        self.done_with(epoch, participant, worker, &BTreeMap::new())
+    }
+
+    /// Marks `participant` done on `worker` for checkpoint `epoch`, which uses the `shared`
+    /// files (relative to the job's directory, with their sizes): the manifest lists them.
+    pub fn done_with(
+        &self,
+        epoch: Epoch,
+        participant: &str,
+        worker: usize,
+        shared: &BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        let marker = if shared.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(shared).expect("a map of names serialises")
+        };
         self.store.put(
             &self.path(epoch, &format!("done/{participant}@w{worker}")),
-            Vec::new(),
+            marker,
         )
+    }
+
+    /// Writes a framed file shared by checkpoints (`path` relative to the job's directory);
+    /// returns its size.
+    /// The payload comes in chunks, written one after the other (never copied into one).
+    pub fn write_shared(&self, path: &str, payload: Vec<Vec<u8>>) -> Result<u64, StoreError> {
+        let mut sum = xxhash_rust::xxh3::Xxh3::new();
+        for chunk in &payload {
+            sum.update(chunk);
+        }
+        let mut chunks = vec![sum.digest().to_le_bytes().to_vec()];
+        chunks.extend(payload);
+        let size = chunks.iter().map(|c| c.len() as u64).sum();
+        self.store
+            .put_chunks(&format!("{}/{path}", self.job), chunks)?;
+        Ok(size)
+    }
+
+    /// The shared files a checkpoint's done markers name.
+    fn shared_of(
+        &self,
+        epoch: Epoch,
+        files: &BTreeMap<String, u64>,
+    ) -> Result<BTreeMap<String, u64>, String> {
+        let mut shared = BTreeMap::new();
+        for (marker, size) in files.range("done/".to_string()..) {
+            if !marker.starts_with("done/") {
+                break;
+            }
+            if *size == 0 {
+                continue;
+            }
+            let bytes = self
+                .store
+                .get(&self.path(epoch, marker))
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            let named: BTreeMap<String, u64> = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{marker} of checkpoint {epoch} is damaged: {e}"))?;
+            shared.extend(named);
+        }
+        Ok(shared)
     }
 
     /// Copies `file` of checkpoint `from` into checkpoint `to` and marks `participant` done
@@ -427,6 +554,7 @@ impl Checkpoints {
                 missing.join(", ")
             ));
         }
+        let shared = self.shared_of(epoch, &files)?;
         let manifest = Manifest {
             job: self.job.clone(),
             epoch,
@@ -437,6 +565,7 @@ impl Checkpoints {
             files,
             savepoint,
             generation: self.generation,
+            shared,
         };
         let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
         let written = self
@@ -500,26 +629,39 @@ impl Checkpoints {
     }
 
     /// Keeps the newest `retain` complete checkpoints (and anything newer than `current`);
-    /// deletes the rest, complete or abandoned. Savepoints are kept.
+    /// deletes the rest, complete or abandoned. Savepoints are kept. Then deletes the shared
+    /// files of checkpoints up to `current` that no kept checkpoint uses (newer ones may
+    /// belong to a checkpoint being taken).
     fn retain(&self, retain: usize, current: Epoch) -> Result<(), StoreError> {
         let mut complete = 0;
+        let mut used = std::collections::BTreeSet::new();
         for epoch in self.epochs()?.into_iter().rev() {
-            if epoch > current {
-                continue;
-            }
             let manifest = self.manifest(epoch).ok().flatten();
-            if manifest.as_ref().is_some_and(|m| m.savepoint.is_some()) {
+            let keep = epoch > current
+                || manifest.as_ref().is_some_and(|m| m.savepoint.is_some())
+                || (manifest.is_some() && complete < retain.max(1))
+                // newer than every complete one: maybe still being written
+                || (manifest.is_none() && complete == 0);
+            if !keep {
+                self.store
+                    .delete_all(&format!("{}/{}", self.job, dir(epoch)))?;
                 continue;
             }
-            if manifest.is_some() && complete < retain.max(1) {
-                complete += 1;
-                continue;
+            if let Some(m) = manifest {
+                complete += usize::from(epoch <= current && m.savepoint.is_none());
+                used.extend(m.shared.into_keys());
             }
-            if manifest.is_none() && complete == 0 {
-                continue; // newer than every complete one: maybe still being written
+        }
+        let prefix = format!("{}/", self.job);
+        for (path, _) in self
+            .store
+            .list(&format!("{}/{}", self.job, names::SHARED))?
+        {
+            let relative = path.strip_prefix(&prefix).unwrap_or(&path);
+            let old = names::shared_epoch(relative).is_some_and(|e| e <= current);
+            if old && !used.contains(relative) {
+                self.store.delete(&path)?;
             }
-            self.store
-                .delete_all(&format!("{}/{}", self.job, dir(epoch)))?;
         }
         Ok(())
     }
@@ -571,16 +713,17 @@ impl Checkpoints {
             .manifest(epoch)?
             .ok_or("it has no manifest (incomplete)")?;
         let present = self.files(epoch).map_err(|e| e.to_string())?;
-        for (file, size) in &manifest.files {
-            match present.get(file) {
-                None => return Err(format!("file {file} is missing")),
-                Some(s) if s != size => {
-                    return Err(format!(
-                        "file {file} has {s} bytes, the manifest says {size}"
-                    ))
-                }
-                Some(_) => {}
-            }
+        check_sizes(&manifest.files, &present)?;
+        if !manifest.shared.is_empty() {
+            let prefix = format!("{}/", self.job);
+            let shared: BTreeMap<String, u64> = self
+                .store
+                .list(&format!("{}/{}", self.job, names::SHARED))
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(p, s)| (p.strip_prefix(&prefix).unwrap_or(&p).to_string(), s))
+                .collect();
+            check_sizes(&manifest.shared, &shared)?;
         }
         Ok(manifest)
     }
@@ -657,6 +800,25 @@ impl Restore {
         })
     }
 
+    /// A shared file the checkpoint uses (`path` relative to the job's directory), checked
+    /// against its checksum.
+    pub fn read_shared(&self, path: &str) -> Result<Vec<u8>, String> {
+        if !self.manifest.shared.contains_key(path) {
+            return Err(format!(
+                "checkpoint {} does not use {path}",
+                dir(self.epoch())
+            ));
+        }
+        let full = format!("{}/{path}", self.checkpoints.job);
+        let store = &self.checkpoints.store;
+        let bytes = store
+            .get(&full)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{full} disappeared from {}", store.url()))?;
+        unframe(bytes)
+            .ok_or_else(|| format!("{full} in {} is damaged (checksum mismatch)", store.url()))
+    }
+
     /// The files of the checkpoint under `prefix`.
     pub fn files_under(&self, prefix: &str) -> Vec<String> {
         self.manifest
@@ -665,74 +827,6 @@ impl Restore {
             .take_while(|(f, _)| f.starts_with(prefix))
             .map(|(f, _)| f.clone())
             .collect()
-    }
-}
-
-/// Operator state in durable checkpoints (the [`StateBackend`] of a run with `checkpoint:`):
-/// one file per operator and worker, holding that worker's key groups. A restore at another
-/// worker count reads an operator's files once per process and hands each key group to the
-/// worker that owns it now.
-pub struct DurableBackend {
-    checkpoints: Checkpoints,
-    restore: Option<Restore>,
-    /// Restored key groups not yet taken, by operator (loaded on first read).
-    restored: Mutex<BTreeMap<String, BTreeMap<u32, Vec<u8>>>>,
-}
-
-impl DurableBackend {
-    /// State written to `checkpoints`, restored from `restore` when given.
-    pub fn new(checkpoints: Checkpoints, restore: Option<Restore>) -> Self {
-        DurableBackend {
-            checkpoints,
-            restore,
-            restored: Mutex::new(BTreeMap::new()),
-        }
-    }
-}
-
-fn backend(e: impl std::fmt::Display) -> StateError {
-    StateError::Backend(e.to_string())
-}
-
-impl StateBackend for DurableBackend {
-    fn write(
-        &self,
-        epoch: Epoch,
-        operator: &str,
-        worker: usize,
-        groups: Vec<(KeyGroup, Vec<u8>)>,
-    ) -> Result<(), StateError> {
-        let groups: Vec<(u32, Vec<u8>)> = groups.into_iter().map(|(g, b)| (g.0, b)).collect();
-        let bytes = bincode::serialize(&groups).map_err(backend)?;
-        self.checkpoints
-            .write(epoch, &names::state_file(operator, worker), &bytes)
-            .map_err(backend)
-    }
-
-    fn finished(&self, epoch: Epoch, operator: &str, worker: usize) -> Result<(), StateError> {
-        self.checkpoints
-            .done(epoch, &names::step(operator), worker)
-            .map_err(backend)
-    }
-
-    fn read(&self, operator: &str, group: KeyGroup) -> Result<Option<Vec<u8>>, StateError> {
-        let Some(restore) = &self.restore else {
-            return Ok(None);
-        };
-        let mut restored = self.restored.lock().expect("restored state lock");
-        if !restored.contains_key(operator) {
-            let mut groups = BTreeMap::new();
-            for file in restore.files_under(&names::state_dir(operator)) {
-                let bytes = restore.read(&file).map_err(backend)?.unwrap_or_default();
-                let held: Vec<(u32, Vec<u8>)> = bincode::deserialize(&bytes)
-                    .map_err(|e| backend(format!("{file} is damaged: {e}")))?;
-                groups.extend(held);
-            }
-            restored.insert(operator.to_string(), groups);
-        }
-        Ok(restored
-            .get_mut(operator)
-            .and_then(|groups| groups.remove(&group.0)))
     }
 }
 
