@@ -6,7 +6,8 @@
 //! manifest. The first checkpoint writes everything; every later one follows a burst of
 //! updates to random users (what one second of a busy stream brings) and is incremental:
 //! the changes, plus the key groups whose turn it is to be written in full. Then a restore
-//! rebuilds every worker's state from the newest checkpoint.
+//! rebuilds every worker's state from the newest checkpoint, and the restored run takes its
+//! first checkpoint (incremental too: it continues the restored chains).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,23 @@ struct Measured {
     incremental_bytes: Vec<u64>,
     restore: Duration,
     restore_bytes: u64,
+    /// The restored run's first checkpoint (after the same burst of updates).
+    after_restore: Duration,
+}
+
+/// A burst of `updates` events of random users (xorshift from `seed`), each on the worker
+/// owning its key group.
+fn update(states: &mut [WindowState], seed: &mut u64, updates: u64, keys: u64, ts: i64) {
+    let groups = KeyGroups::new(128);
+    for _ in 0..updates {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let i = *seed % keys;
+        let (key, _) = user(i);
+        let w = groups.worker_of(groups.group_of(key.as_bytes()), states.len());
+        add(&mut states[w], i, ts);
+    }
 }
 
 fn aggregates() -> Result<Arc<Aggregates>> {
@@ -165,15 +183,7 @@ fn measure(
     let mut incremental = Vec::new();
     let mut incremental_bytes = Vec::new();
     for epoch in 1..=rounds {
-        for _ in 0..updates {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let i = seed % keys;
-            let (key, _) = user(i);
-            let w = groups.worker_of(groups.group_of(key.as_bytes()), workers);
-            add(&mut states[w], i, epoch as i64);
-        }
+        update(&mut states, &mut seed, updates, keys, epoch as i64);
         let (took, bytes) = checkpoint(&checkpoints, &mut contexts, &mut states, epoch)?;
         incremental.push(took);
         incremental_bytes.push(bytes);
@@ -185,36 +195,35 @@ fn measure(
         .latest()?
         .ok_or_else(|| anyhow!("no complete checkpoint"))?;
     let restore_bytes = latest.manifest.total_bytes();
-    let reader: Arc<dyn StateBackend> = Arc::new(DurableBackend::new(checkpoints, Some(latest)));
-    let restored: usize = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let (reader, aggs) = (reader.clone(), aggs.clone());
-                s.spawn(move || {
-                    let kind = WindowKind::Tumbling { size: DAY_MS };
-                    let mut state = WindowState::new(STEP, kind, aggs, groups);
-                    let mut ctx = StateContext::new(
-                        STEP,
-                        reader,
-                        CheckpointSchedule::Never,
-                        groups,
-                        w,
-                        workers,
-                    );
-                    ctx.restore(&mut state).expect("restore");
-                    state.stats().keys
+    let reader: Arc<dyn StateBackend> =
+        Arc::new(DurableBackend::new(checkpoints.clone(), Some(latest)));
+    let (mut contexts, mut states): (Vec<StateContext>, Vec<WindowState>) =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (reader, aggs) = (reader.clone(), aggs.clone());
+                    s.spawn(move || {
+                        let kind = WindowKind::Tumbling { size: DAY_MS };
+                        let mut state = WindowState::new(STEP, kind, aggs, groups);
+                        let schedule = CheckpointSchedule::Every(1);
+                        let mut ctx = StateContext::new(STEP, reader, schedule, groups, w, workers);
+                        ctx.restore(&mut state).expect("restore");
+                        (ctx, state)
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("restore"))
-            .sum()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("restore"))
+                .unzip()
+        });
     let restore = t0.elapsed();
+    let restored: usize = states.iter().map(|s| s.stats().keys).sum();
     if restored as u64 != keys {
         return Err(anyhow!("restored {restored} users of {keys}"));
     }
+    update(&mut states, &mut seed, updates, keys, rounds as i64 + 1);
+    let (after_restore, _) = checkpoint(&checkpoints, &mut contexts, &mut states, rounds + 1)?;
     Ok(Measured {
         keys,
         full,
@@ -223,6 +232,7 @@ fn measure(
         incremental_bytes,
         restore,
         restore_bytes,
+        after_restore,
     })
 }
 
@@ -239,7 +249,7 @@ pub fn run(workers: usize, sizes_mb: &[u64], rounds: u64, updates: u64) -> Resul
          {updates} updates to random users"
     );
     println!(
-        "{:<8} {:>11} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "{:<8} {:>11} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>13}",
         "state",
         "users",
         "full s",
@@ -248,7 +258,8 @@ pub fn run(workers: usize, sizes_mb: &[u64], rounds: u64, updates: u64) -> Resul
         "incr max s",
         "incr MB",
         "restore s",
-        "read MB"
+        "read MB",
+        "1st after s"
     );
     for &size in sizes_mb {
         let m = measure(size << 20, workers, rounds, updates, per_user)?;
@@ -259,7 +270,7 @@ pub fn run(workers: usize, sizes_mb: &[u64], rounds: u64, updates: u64) -> Resul
         let avg_bytes =
             m.incremental_bytes.iter().sum::<u64>() / m.incremental_bytes.len().max(1) as u64;
         println!(
-            "{:<8} {:>11} {:>9.3} {:>9.1} {:>10.3} {:>10.3} {:>10.1} {:>10.3} {:>9.1}",
+            "{:<8} {:>11} {:>9.3} {:>9.1} {:>10.3} {:>10.3} {:>10.1} {:>10.3} {:>9.1} {:>13.3}",
             format!("{size} MB"),
             m.keys,
             m.full.as_secs_f64(),
@@ -269,6 +280,7 @@ pub fn run(workers: usize, sizes_mb: &[u64], rounds: u64, updates: u64) -> Resul
             mb(avg_bytes),
             m.restore.as_secs_f64(),
             mb(m.restore_bytes),
+            m.after_restore.as_secs_f64(),
         );
     }
     Ok(())

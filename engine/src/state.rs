@@ -97,8 +97,8 @@ pub trait KeyedState {
     fn restore_group(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<(), StateError>;
     /// Current size.
     fn stats(&self) -> StateStats;
-    /// Starts recording changes; false when this state cannot (it is then snapshotted in full
-    /// at every checkpoint).
+    /// Starts recording changes (before anything is restored); false when this state cannot
+    /// (it is then snapshotted in full at every checkpoint). Restoring records nothing.
     fn record_changes(&mut self) -> bool {
         false
     }
@@ -143,6 +143,13 @@ pub trait StateBackend: Send + Sync + 'static {
     /// What to restore one key group from, when the run restores: its last full snapshot, then
     /// the deltas written after it, oldest first (empty: no state).
     fn read(&self, operator: &str, group: KeyGroup) -> Result<Vec<GroupPart>, StateError>;
+    /// After a restore: lets `worker`'s next checkpoint of `operator` write changes on top of
+    /// the restored chains of `groups` (the groups it owns now). False when there is nothing to
+    /// continue — the next checkpoint is then full.
+    fn continue_chains(&self, operator: &str, worker: usize, groups: &[KeyGroup]) -> bool {
+        let _ = (operator, worker, groups);
+        false
+    }
 }
 
 /// Which epochs are checkpoint epochs. Every worker evaluates the same rule, so they agree
@@ -189,8 +196,8 @@ pub struct StateContext {
     incremental: bool,
     /// Checkpoints taken by this context.
     taken: u64,
-    /// Key groups written at the previous checkpoint.
-    held: BTreeSet<u32>,
+    /// Key groups written at the previous checkpoint, with the length of their chains.
+    chains: BTreeMap<u32, u64>,
     /// The next checkpoint writes every group in full (the first one, and after a failure).
     full_next: bool,
 }
@@ -226,14 +233,15 @@ impl StateContext {
             final_checkpoint: None,
             incremental: false,
             taken: 0,
-            held: BTreeSet::new(),
+            chains: BTreeMap::new(),
             full_next: true,
         }
     }
 
     /// How often (in checkpoints) each key group is written in full when checkpoints are
     /// incremental: a restore applies at most this many parts per group, and each checkpoint
-    /// rewrites about `1 / FULL_EVERY` of the state besides what changed.
+    /// rewrites about `1 / FULL_EVERY` of the state besides what changed (and any group whose
+    /// chain reached this length).
     pub const FULL_EVERY: u64 = 16;
 
     /// The operator's name (keys its snapshots).
@@ -242,9 +250,13 @@ impl StateContext {
     }
 
     /// Restores the key groups this worker owns and starts recording changes when the state
-    /// can; returns how many groups had state.
+    /// can — on top of the restored chains, so that even the first checkpoint after a restore
+    /// is incremental; returns how many groups had state.
     pub fn restore(&mut self, state: &mut impl KeyedState) -> Result<usize, StateError> {
-        let mut restored = 0;
+        // Recording starts first: what a restore leaves (records waiting for the watermark)
+        // is what the next changes are relative to.
+        self.incremental = state.record_changes();
+        let mut chains = BTreeMap::new();
         for group in self.key_groups.groups_of_worker(self.worker, self.peers) {
             let group = KeyGroup(group);
             let parts = self.backend.read(&self.operator, group)?;
@@ -254,10 +266,22 @@ impl StateContext {
                     GroupPart::Delta { common, own } => state.apply_changes(group, common, own)?,
                 }
             }
-            restored += usize::from(!parts.is_empty());
+            if !parts.is_empty() {
+                chains.insert(group.0, parts.len() as u64);
+            }
         }
         state.finish_restore();
-        self.incremental = state.record_changes();
+        let restored = chains.len();
+        let groups: Vec<KeyGroup> = chains.keys().map(|g| KeyGroup(*g)).collect();
+        if self.incremental
+            && !groups.is_empty()
+            && self
+                .backend
+                .continue_chains(&self.operator, self.worker, &groups)
+        {
+            self.chains = chains;
+            self.full_next = false;
+        }
         Ok(restored)
     }
 
@@ -298,14 +322,20 @@ impl StateContext {
         self.taken += 1;
         let parts = self.parts(state);
         let written = parts.and_then(|parts| {
-            let held = parts.iter().map(|(g, _)| g.0).collect();
+            let chains = parts
+                .iter()
+                .map(|(g, part)| match part {
+                    GroupPart::Full(_) => (g.0, 1),
+                    GroupPart::Delta { .. } => (g.0, self.chains.get(&g.0).map_or(1, |n| n + 1)),
+                })
+                .collect();
             self.backend
                 .write(epoch, &self.operator, self.worker, parts)?;
-            Ok(held)
+            Ok(chains)
         });
         match written {
-            Ok(held) => {
-                self.held = held;
+            Ok(chains) => {
+                self.chains = chains;
                 self.full_next = false;
                 self.backend.finished(epoch, &self.operator, self.worker)
             }
@@ -326,9 +356,12 @@ impl StateContext {
                 .collect());
         }
         let changes = state.take_changes()?;
-        let (full_next, taken) = (self.full_next, self.taken);
-        let in_full =
-            move |g: KeyGroup| full_next || (u64::from(g.0) + taken) % Self::FULL_EVERY == 0;
+        let (full_next, taken, chains) = (self.full_next, self.taken, &self.chains);
+        let in_full = move |g: KeyGroup| {
+            full_next
+                || (u64::from(g.0) + taken) % Self::FULL_EVERY == 0
+                || chains.get(&g.0).is_some_and(|n| *n >= Self::FULL_EVERY)
+        };
         let mut parts: BTreeMap<KeyGroup, GroupPart> = state
             .snapshot_groups(&in_full)?
             .into_iter()
@@ -336,7 +369,7 @@ impl StateContext {
             .collect();
         let mut own: BTreeMap<KeyGroup, Vec<u8>> = changes.groups.into_iter().collect();
         let changed: Vec<KeyGroup> = own.keys().copied().collect();
-        let delta_groups = self.held.iter().map(|g| KeyGroup(*g)).chain(changed);
+        let delta_groups = self.chains.keys().map(|g| KeyGroup(*g)).chain(changed);
         for group in delta_groups.filter(|g| !in_full(*g)) {
             parts.entry(group).or_insert_with(|| GroupPart::Delta {
                 common: changes.common.clone(),
@@ -484,6 +517,23 @@ impl StateBackend for MemoryBackend {
             .entry(epoch)
             .or_default();
         Ok(())
+    }
+
+    fn continue_chains(&self, operator: &str, worker: usize, groups: &[KeyGroup]) -> bool {
+        let Some(epoch) = *self.restore_from.lock().expect("lock") else {
+            return false;
+        };
+        let snapshots = self.snapshots.lock().expect("lock");
+        let Some(snapshot) = snapshots.get(&epoch) else {
+            return false;
+        };
+        let chains: BTreeMap<u32, Chain> = groups
+            .iter()
+            .filter_map(|g| Some((g.0, snapshot.get(&(operator.to_string(), *g))?.clone())))
+            .collect();
+        let mut all = self.chains.lock().expect("lock");
+        all.insert((operator.to_string(), worker), chains);
+        true
     }
 
     fn read(&self, operator: &str, group: KeyGroup) -> Result<Vec<GroupPart>, StateError> {
@@ -705,6 +755,55 @@ mod tests {
         }
         assert_eq!(full, 16, "one full part per group");
         assert!(backend.size_of(39) < 16 * 8 * 10, "{}", backend.size_of(39));
+    }
+
+    #[test]
+    fn a_restored_run_continues_the_chains_at_another_worker_count() {
+        let backend = MemoryBackend::new();
+        let groups = KeyGroups::new(16);
+        let context = |worker, peers| {
+            let schedule = CheckpointSchedule::Every(1);
+            StateContext::new("c", backend.clone(), schedule, groups, worker, peers)
+        };
+        // One worker, ten checkpoints.
+        let mut ctx = context(0, 1);
+        let mut state = Counter::of(BTreeMap::new(), true);
+        ctx.restore(&mut state).unwrap();
+        for epoch in 0..10u64 {
+            state.set((epoch % 16) as u32, Some(epoch));
+            state.set(((epoch * 5) % 16) as u32, Some(100 + epoch));
+            ctx.snapshot(epoch, &mut state).unwrap();
+        }
+        let mut expected = state.values.clone();
+        // Restored at three workers, which go on from there.
+        backend.restore_from(9);
+        let mut run: Vec<(StateContext, Counter)> = (0..3)
+            .map(|w| {
+                let mut ctx = context(w, 3);
+                let mut state = Counter::of(BTreeMap::new(), true);
+                ctx.restore(&mut state).unwrap();
+                (ctx, state)
+            })
+            .collect();
+        for epoch in 10..14u64 {
+            let group = ((epoch * 3) % 16) as u32;
+            expected.insert(KeyGroup(group), epoch);
+            let owner = groups.worker_of(KeyGroup(group), 3);
+            run[owner].1.set(group, Some(epoch));
+            for (ctx, state) in &mut run {
+                ctx.snapshot(epoch, state).unwrap();
+            }
+        }
+        // The first checkpoint after the restore wrote changes only (besides its rotation).
+        let chains = backend.snapshots.lock().unwrap();
+        let at_10 = &chains[&10];
+        let continued = at_10.values().filter(|c| c.len() > 1).count();
+        assert!(
+            continued >= 12,
+            "{continued} of 16 groups continued their chains"
+        );
+        drop(chains);
+        assert_eq!(restore_all(&backend, groups, 13, 2), expected);
     }
 
     #[test]

@@ -112,7 +112,15 @@ pub struct DurableBackend {
     /// Per operator and worker: what its last checkpoint wrote.
     written: Mutex<BTreeMap<(String, usize), Written>>,
     /// Restored key groups not yet taken, by operator (loaded on first read).
-    restored: Mutex<BTreeMap<String, BTreeMap<u32, Vec<GroupPart>>>>,
+    restored: Mutex<BTreeMap<String, Restored>>,
+}
+
+/// One operator's state in the checkpoint restored.
+struct Restored {
+    /// Parts not yet taken, per key group.
+    parts: BTreeMap<u32, Vec<GroupPart>>,
+    /// The shared files of every key group's chain.
+    chains: BTreeMap<u32, Vec<String>>,
 }
 
 impl DurableBackend {
@@ -131,7 +139,7 @@ impl DurableBackend {
     }
 
     /// Loads every key group's chain of `operator` from the checkpoint restored.
-    fn load(restore: &Restore, operator: &str) -> Result<BTreeMap<u32, Vec<GroupPart>>, String> {
+    fn load(restore: &Restore, operator: &str) -> Result<Restored, String> {
         let mut chains: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for file in restore.files_under(&names::state_dir(operator)) {
             let bytes = restore.read(&file)?.unwrap_or_default();
@@ -165,7 +173,7 @@ impl DurableBackend {
                 .collect::<Result<Vec<_>, _>>()?;
             out.insert(*group, chain);
         }
-        Ok(out)
+        Ok(Restored { parts: out, chains })
     }
 }
 
@@ -240,13 +248,46 @@ impl StateBackend for DurableBackend {
         };
         let mut restored = self.restored.lock().expect("restored state lock");
         if !restored.contains_key(operator) {
-            let chains = Self::load(restore, operator).map_err(backend)?;
-            restored.insert(operator.to_string(), chains);
+            let loaded = Self::load(restore, operator).map_err(backend)?;
+            restored.insert(operator.to_string(), loaded);
         }
         Ok(restored
             .get_mut(operator)
-            .and_then(|groups| groups.remove(&group.0))
+            .and_then(|r| r.parts.remove(&group.0))
             .unwrap_or_default())
+    }
+
+    fn continue_chains(&self, operator: &str, worker: usize, groups: &[KeyGroup]) -> bool {
+        let (Some(restore), Some(loaded)) = (
+            &self.restore,
+            self.restored
+                .lock()
+                .expect("restored state lock")
+                .get(operator)
+                .map(|r| {
+                    groups
+                        .iter()
+                        .filter_map(|g| Some((g.0, r.chains.get(&g.0)?.clone())))
+                        .collect::<BTreeMap<_, _>>()
+                }),
+        ) else {
+            return false;
+        };
+        let shared = &restore.manifest.shared;
+        let sizes = loaded
+            .values()
+            .flatten()
+            .filter_map(|f| Some((f.clone(), *shared.get(f)?)))
+            .collect();
+        let mut all = self.written.lock().expect("written state lock");
+        all.insert(
+            (operator.to_string(), worker),
+            Written {
+                chains: loaded,
+                sizes,
+            },
+        );
+        true
     }
 }
 
@@ -333,6 +374,28 @@ mod tests {
         assert_eq!(shared_files(&c), vec![29, 39]);
         assert_eq!(restored(&c, 1), vec![full(b"B2"), delta(b"y")]);
         assert_eq!(restored(&c, 0), vec![full(b"A")]);
+    }
+
+    #[test]
+    fn a_restored_run_writes_changes_on_top_of_the_restored_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
+        let c = Checkpoints::new(store, "job");
+        let b = DurableBackend::new(c.clone(), None);
+        take(&c, &b, 9, vec![(0, full(b"a")), (1, full(b"b"))], true);
+        // A new run restores 9, takes group 0 (and 1) on worker 0, and goes on.
+        let latest = c.latest().unwrap().unwrap();
+        let run = DurableBackend::new(c.clone(), Some(latest));
+        assert_eq!(run.read("w", KeyGroup(0)).unwrap(), vec![full(b"a")]);
+        assert_eq!(run.read("w", KeyGroup(1)).unwrap(), vec![full(b"b")]);
+        assert!(run.continue_chains("w", 0, &[KeyGroup(0), KeyGroup(1)]));
+        take(&c, &run, 19, vec![(0, delta(b"a+")), (1, delta(b""))], true);
+        assert_eq!(c.epochs().unwrap(), vec![19]);
+        assert_eq!(shared_files(&c), vec![9, 19], "9's parts are used by 19");
+        assert_eq!(restored(&c, 0), vec![full(b"a"), delta(b"a+")]);
+        assert_eq!(restored(&c, 1), vec![full(b"b"), delta(b"")]);
+        // Without a restore there is nothing to continue.
+        assert!(!DurableBackend::new(c.clone(), None).continue_chains("w", 0, &[KeyGroup(0)]));
     }
 
     #[test]

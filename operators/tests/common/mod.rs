@@ -124,6 +124,8 @@ pub enum Mode {
     StopAfterCheckpoint(Epoch),
     /// Restore from checkpoint `c` and feed the rest.
     RestoreFrom(Epoch),
+    /// Restore from checkpoint `c` and go on like [`Mode::StopAfterCheckpoint`] at `d`.
+    RestoreThenStopAfter(Epoch, Epoch),
     /// Feed epochs `..c` as they complete; then, with checkpoint `c` pending, every later
     /// epoch at once (its records held for the checkpoint) and end the streams, the end
     /// watermark at the last records' epoch: the checkpoint is never taken.
@@ -165,6 +167,7 @@ pub fn run(
             // A checkpoint at every epoch up to `c`: the one restored from is incremental,
             // its key groups' chains mixing full parts and changes.
             Mode::StopAfterCheckpoint(c) => CheckpointSchedule::At((0..=c).collect()),
+            Mode::RestoreThenStopAfter(c, d) => CheckpointSchedule::At((c + 1..=d).collect()),
             Mode::EndWhileCheckpointPending(c) => CheckpointSchedule::At([c].into()),
             _ => CheckpointSchedule::Never,
         };
@@ -199,6 +202,7 @@ pub fn run(
             Mode::Whole => (0, n),
             Mode::StopAfterCheckpoint(c) => (0, c + 1),
             Mode::RestoreFrom(c) => (c + 1, n),
+            Mode::RestoreThenStopAfter(c, d) => (c + 1, d + 1),
             Mode::EndWhileCheckpointPending(c) => (0, c),
         };
         for h in data.iter_mut() {
@@ -215,7 +219,7 @@ pub fn run(
                     }
                 }
             }
-            if let Mode::StopAfterCheckpoint(c) = mode {
+            if let Mode::StopAfterCheckpoint(c) | Mode::RestoreThenStopAfter(_, c) = mode {
                 if e == c && c + 1 < n {
                     // Records of the next epoch arrive before the checkpoint epoch completes:
                     // they must not be in the snapshot.
@@ -258,7 +262,10 @@ pub fn run(
                 }
             }
         }
-        if !matches!(mode, Mode::StopAfterCheckpoint(_)) {
+        if !matches!(
+            mode,
+            Mode::StopAfterCheckpoint(_) | Mode::RestoreThenStopAfter(..)
+        ) {
             for h in marks.iter_mut() {
                 h.send(WATERMARK_END);
             }
@@ -315,9 +322,10 @@ pub fn run_everywhere(inputs: Arc<Vec<Scenario>>, op: &'static str, build: Arc<B
     outputs.into_iter().next().unwrap()
 }
 
-/// Stops after a checkpoint half-way at one worker count and restores at another; asserts the
-/// results before the checkpoint plus the restored run's equal the uninterrupted run's, and so
-/// do the late records.
+/// Stops after a checkpoint half-way at one worker count, restores at another and stops
+/// again after two more checkpoints (checkpoints at every epoch: the restored run's continue
+/// the restored chains), then restores at the first count to the end; asserts that what each leg emitted up to its checkpoint, then the last leg's
+/// output, equals the uninterrupted run's, and so do the late records.
 pub fn assert_restores_exactly(inputs: Arc<Vec<Scenario>>, op: &'static str, build: Arc<Build>) {
     let whole = run(
         2,
@@ -327,68 +335,83 @@ pub fn assert_restores_exactly(inputs: Arc<Vec<Scenario>>, op: &'static str, bui
         op,
         build.clone(),
     );
-    let checkpoint = inputs[0].epochs.len() as Epoch / 2;
+    let n = inputs[0].epochs.len() as Epoch;
+    // The second leg is shorter than a rotation of full parts (StateContext::FULL_EVERY), so
+    // that the last restore reads chains the first leg began.
+    let (first_stop, second_stop) = (n / 2, (n / 2 + 2).min(n - 2));
     for (before, after) in [(2, 3), (3, 1), (1, 2)] {
         let backend = MemoryBackend::new();
         let first = run(
             before,
             inputs.clone(),
-            Mode::StopAfterCheckpoint(checkpoint),
+            Mode::StopAfterCheckpoint(first_stop),
             backend.clone(),
             op,
             build.clone(),
         );
         assert_eq!(
             backend.epochs(),
-            (0..=checkpoint).collect::<Vec<_>>(),
+            (0..=first_stop).collect::<Vec<_>>(),
             "{op}: a checkpoint at every epoch"
         );
         assert_eq!(
-            backend.finished_workers(checkpoint, op).len(),
+            backend.finished_workers(first_stop, op).len(),
             before,
             "{op}: every worker snapshots"
         );
         assert!(
-            backend.size_of(checkpoint) > 0,
+            backend.size_of(first_stop) > 0,
             "{op}: state was snapshotted"
         );
-        backend.restore_from(checkpoint);
+        backend.restore_from(first_stop);
         let second = run(
             after,
             inputs.clone(),
-            Mode::RestoreFrom(checkpoint),
+            Mode::RestoreThenStopAfter(first_stop, second_stop),
+            backend.clone(),
+            op,
+            build.clone(),
+        );
+        backend.restore_from(second_stop);
+        let third = run(
+            before,
+            inputs.clone(),
+            Mode::RestoreFrom(second_stop),
             backend,
             op,
             build.clone(),
         );
-        // What the first run emitted up to the checkpoint, then everything the restored run
-        // emitted, is what the uninterrupted run emitted.
-        let mut combined: Vec<(Epoch, Event)> = first
-            .0
-            .into_iter()
-            .filter(|(e, _)| *e <= checkpoint)
-            .collect();
-        combined.extend(second.0);
+        // Each leg's results up to its checkpoint, then the last leg's: the uninterrupted
+        // run's.
+        let legs = [
+            (first, 0, first_stop),
+            (second, first_stop + 1, second_stop),
+        ];
+        let mut combined: Vec<(Epoch, Event)> = Vec::new();
+        let mut late: Vec<Vec<Event>> = vec![Vec::new(); inputs.len()];
+        for ((results, lates), from, to) in legs {
+            combined.extend(results.into_iter().filter(|(e, _)| (from..=to).contains(e)));
+            for (side, l) in lates.into_iter().enumerate() {
+                // Late records of the leg's own input epochs.
+                let fed = &inputs[side].epochs[from as usize..=to as usize];
+                late[side].extend(
+                    l.into_iter()
+                        .filter(|e| fed.iter().flatten().any(|x| x == e)),
+                );
+            }
+        }
+        combined.extend(third.0);
         assert_eq!(
             rows(&combined),
             rows(&whole.0),
-            "{op}: {before} → {after} workers"
+            "{op}: {before} → {after} → {before} workers"
         );
-        for (side, (late_first, late_second)) in first.1.into_iter().zip(second.1).enumerate() {
-            let mut late: Vec<Event> = late_first
-                .into_iter()
-                .filter(|e| {
-                    inputs[side].epochs[..=checkpoint as usize]
-                        .iter()
-                        .flatten()
-                        .any(|x| x == e)
-                })
-                .collect();
-            late.extend(late_second);
+        for (side, (mut late, late_last)) in late.into_iter().zip(third.1).enumerate() {
+            late.extend(late_last);
             late.sort();
             assert_eq!(
                 late, whole.1[side],
-                "{op}: late records of input {side}, {before} → {after} workers"
+                "{op}: late records of input {side}, {before} → {after} → {before} workers"
             );
         }
     }
