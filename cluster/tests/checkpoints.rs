@@ -366,6 +366,14 @@ fn stopped_with_a_savepoint_on_sigterm_and_restored_the_outputs_equal_a_run_with
         .expect("the savepoint's name");
     let manifest = std::fs::read_to_string(root.join(savepoint).join("_MANIFEST")).unwrap();
     assert!(manifest.contains("\"savepoint\": \"stop-"), "{manifest}");
+    let stop_dirs = || {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("stop-"))
+            .count()
+    };
+    assert_eq!(stop_dirs(), 1, "the stopped run recorded where it stopped");
 
     // Resumed from the savepoint at three workers: as if never stopped.
     let out = common::wait(spawn(d, 3, true), Duration::from_secs(120));
@@ -375,6 +383,11 @@ fn stopped_with_a_savepoint_on_sigterm_and_restored_the_outputs_equal_a_run_with
     for ((name, got), (_, want)) in outputs(d).iter().zip(&expected) {
         assert!(got == want, "{name} differs from the run without a stop");
     }
+    assert_eq!(
+        stop_dirs(),
+        0,
+        "the resumed run removed the old stop directory"
+    );
 
     // Without checkpoints there is nothing to take a savepoint in.
     std::fs::write(

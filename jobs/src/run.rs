@@ -122,6 +122,8 @@ struct Completer {
     last_stop_look: Option<Instant>,
     /// A savepoint was asked for without stopping: the next checkpoint completed is one.
     on_demand: bool,
+    /// Stop directories of earlier runs were deleted (after the run's first checkpoint).
+    stops_cleared: bool,
     stats: Arc<JobStats>,
 }
 
@@ -137,6 +139,7 @@ impl Completer {
             savepoint: None,
             last_stop_look: None,
             on_demand: false,
+            stops_cleared: false,
             stats,
         }
     }
@@ -287,6 +290,14 @@ impl Completer {
                     );
                     self.durable.setup.run.completion.completed(c);
                     self.failed_in_a_row = 0;
+                    if !self.stops_cleared {
+                        self.stops_cleared = true;
+                        match self.durable.setup.run.clear_earlier_stops() {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!("removed {n} stop directories of earlier runs"),
+                            Err(e) => tracing::warn!("stop directories of earlier runs: {e}"),
+                        }
+                    }
                     self.stats.metrics().checkpoint_completed(
                         c,
                         m.written_bytes(),

@@ -242,6 +242,24 @@ impl CheckpointRun {
         format!("stop-{:020}", self.first_epoch)
     }
 
+    /// Deletes the stop directories of earlier runs (their stops are over: a run that
+    /// completes a checkpoint has replaced them); returns how many went.
+    pub fn clear_earlier_stops(&self) -> Result<usize, StoreError> {
+        let mut cleared = 0;
+        for dir in self.checkpoints.store.list_dirs(&self.checkpoints.job)? {
+            let earlier = dir
+                .strip_prefix("stop-")
+                .and_then(|e| e.parse::<Epoch>().ok())
+                .is_some_and(|e| e < self.first_epoch);
+            if earlier {
+                let path = format!("{}/{dir}", self.checkpoints.job);
+                self.checkpoints.store.delete_all(&path)?;
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
+    }
+
     /// Records that `participant` on `worker` stopped reading after `epoch` (a stop with
     /// savepoint).
     pub fn stopped(
