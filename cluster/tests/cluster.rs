@@ -441,6 +441,9 @@ fn a_cluster_on_loopback_restarts_rescales_and_replays_the_fraud_job_exactly_onc
     cluster.api(&["stop", &b, "--savepoint"]);
     let s = cluster.wait_for(&b, "b stopped", minutes, |s| s["state"] == "stopped");
     let savepoint = s["savepoint"].as_str().unwrap().to_string();
+    // What b committed up to its savepoint, before anything resumes it.
+    let b_topics = ["b-alerts", "b-alerts-windows"];
+    let committed: Vec<Vec<String>> = b_topics.iter().map(|t| kcat_read(&broker, t)).collect();
     assert!(
         savepoint > rescaled_from,
         "{savepoint} after {rescaled_from}"
@@ -471,6 +474,40 @@ fn a_cluster_on_loopback_restarts_rescales_and_replays_the_fraud_job_exactly_onc
     });
     assert_eq!(s["processes"], 2);
     assert_topics(&broker, "b-alerts", "", &want);
+
+    // 4. Replay from the same savepoint into shadow sinks: the savepoint's state and source
+    // positions, fresh sinks — the shadow topics hold exactly what came after the savepoint.
+    let shadow = cluster.api(&[
+        "replay",
+        &b,
+        "--from",
+        &format!("savepoint:{savepoint}"),
+        "--shadow",
+        "sp",
+    ]);
+    let r = shadow["id"].as_str().unwrap().to_string();
+    let s = cluster.wait_for(
+        &r,
+        "b's savepoint replayed into shadow sinks",
+        minutes,
+        |s| s["state"] == "finished",
+    );
+    assert_eq!(s["name"], "fraud-b.sp");
+    let mut replayed = 0;
+    for ((topic, before), all) in b_topics.iter().zip(committed).zip([&want.0, &want.1]) {
+        let after = kcat_read(&broker, &format!("{topic}.sp"));
+        replayed += after.len();
+        let mut got = before;
+        got.extend(after);
+        got.sort();
+        let mut all = all.clone();
+        all.sort();
+        assert!(
+            got == all,
+            "{topic}: before the savepoint + shadow ≠ the whole"
+        );
+    }
+    assert!(replayed > 0, "the shadow wrote what came after the savepoint");
 }
 
 /// `GET http://addr/path` with a bearer token: status line and body.

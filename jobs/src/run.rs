@@ -69,15 +69,30 @@ impl Durable {
                 latest
             }
             Some(other) => {
-                let epoch = other
+                // `<job>/chk-<epoch>`: a checkpoint of another job in the same store (a replay
+                // of that job into shadow sinks): its state and source positions, not its
+                // sinks' files.
+                let (of, chk) = match other.rsplit_once('/') {
+                    Some((job, chk)) => (Some(job), chk),
+                    None => (None, other),
+                };
+                let epoch = chk
                     .trim_start_matches("chk-")
                     .parse::<Epoch>()
-                    .map_err(|_| format!("--restore {other}: expected `latest` or a checkpoint (chk-<epoch> or <epoch>)"))?;
-                Some(checkpoints.at(epoch)?)
+                    .map_err(|_| format!("--restore {other}: expected `latest` or a checkpoint (chk-<epoch>, <epoch> or <job>/chk-<epoch>)"))?;
+                match of {
+                    Some(job) if job != plan.name => Some(
+                        Checkpoints::new(checkpoints.store().clone(), job)
+                            .at(epoch)?
+                            .without_sinks(),
+                    ),
+                    _ => Some(checkpoints.at(epoch)?),
+                }
             }
         };
+        let own = restore.as_ref().is_none_or(|r| r.job() == plan.name);
         let generation = match restore.as_ref().map(|r| r.manifest.generation) {
-            Some(g) if g > 0 => g,
+            Some(g) if g > 0 && own => g,
             _ => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_millis() as u64),

@@ -337,13 +337,6 @@ impl Coordinator {
                 if original.checkpoint_store.is_none() {
                     return Err(invalid(format!("replay: job {id} has no checkpoints")));
                 }
-                if req.shadow.is_some() {
-                    return Err(invalid(
-                        "replay: a savepoint belongs to the live job's checkpoints; replay \
-                         into shadow sinks from a position (earliest, timestamp:, offsets:)"
-                            .into(),
-                    ));
-                }
                 restore = Some(chk);
             }
             from => {
@@ -354,6 +347,10 @@ impl Coordinator {
             }
         }
         let mut plan = validate(&original.spec)?;
+        if let (Some(chk), Some(_)) = (&mut restore, &req.shadow) {
+            // The shadow is a job of its own name: it restores the original's savepoint.
+            *chk = format!("{}/{chk}", plan.name);
+        }
         if let Some(suffix) = &req.shadow {
             plan.shadow(suffix)
                 .map_err(|e| invalid(format!("replay: {e}")))?;

@@ -258,6 +258,14 @@ impl StateBackend for DurableBackend {
     }
 
     fn continue_chains(&self, operator: &str, worker: usize, groups: &[KeyGroup]) -> bool {
+        // Parts of another job's checkpoint live in that job's directory: not continued.
+        if self
+            .restore
+            .as_ref()
+            .is_none_or(|r| r.job() != self.checkpoints.job)
+        {
+            return false;
+        }
         let (Some(restore), Some(loaded)) = (
             &self.restore,
             self.restored

@@ -818,6 +818,18 @@ impl Restore {
         })
     }
 
+    /// The job that took it.
+    pub fn job(&self) -> &str {
+        &self.checkpoints.job
+    }
+
+    /// The checkpoint without its sinks' files: for a run of another job (a replay into shadow
+    /// sinks) that takes over the state and source positions, while its sinks start afresh.
+    pub fn without_sinks(mut self) -> Self {
+        self.manifest.files.retain(|f, _| !f.starts_with("sinks/"));
+        self
+    }
+
     /// A shared file the checkpoint uses (`path` relative to the job's directory), checked
     /// against its checksum.
     pub fn read_shared(&self, path: &str) -> Result<Vec<u8>, String> {
