@@ -507,7 +507,10 @@ fn a_cluster_on_loopback_restarts_rescales_and_replays_the_fraud_job_exactly_onc
             "{topic}: before the savepoint + shadow ≠ the whole"
         );
     }
-    assert!(replayed > 0, "the shadow wrote what came after the savepoint");
+    assert!(
+        replayed > 0,
+        "the shadow wrote what came after the savepoint"
+    );
 }
 
 /// `GET http://addr/path` with a bearer token: status line and body.

@@ -42,6 +42,35 @@ pub struct Durable {
 }
 
 impl Durable {
+    /// A checkpoint named by `--restore`: `chk-<epoch>` or `<epoch>` of the job, or
+    /// `<job>/chk-<epoch>`, a checkpoint of another job in the same store (a replay of that
+    /// job into shadow sinks): its state and source positions, not its sinks' files.
+    fn restore_point(
+        checkpoints: &Checkpoints,
+        plan: &Plan,
+        named: &str,
+    ) -> Result<Option<weir_engine::checkpoint::Restore>, String> {
+        let (of, chk) = match named.rsplit_once('/') {
+            Some((job, chk)) => (Some(job), chk),
+            None => (None, named),
+        };
+        let epoch = chk
+            .trim_start_matches("chk-")
+            .parse::<Epoch>()
+            .map_err(|_| {
+                format!(
+                "--restore {named}: expected `latest` or a checkpoint (chk-<epoch>, <epoch> or \
+                 <job>/chk-<epoch>)"
+            )
+            })?;
+        Ok(Some(match of {
+            Some(job) if job != plan.name => Checkpoints::new(checkpoints.store().clone(), job)
+                .at(epoch)?
+                .without_sinks(),
+            _ => checkpoints.at(epoch)?,
+        }))
+    }
+
     /// The durable checkpoints of `plan` (its `checkpoint:` section), resuming from
     /// `restore`: `latest` (the newest intact checkpoint, if any), or a checkpoint's epoch.
     pub fn for_plan(plan: &Plan, restore: Option<&str>) -> Result<Option<Durable>, String> {
@@ -56,8 +85,20 @@ impl Durable {
         };
         let store = Store::open(&c.store).map_err(|e| format!("checkpoint.store: {e}"))?;
         let checkpoints = Checkpoints::new(store, &plan.name);
+        // `latest,<checkpoint>`: the newest checkpoint, or that one while there is none (a
+        // replay from a savepoint restarted before its first checkpoint).
+        let (restore, fallback) = match restore.and_then(|r| r.split_once(',')) {
+            Some(("latest", fallback)) => (Some("latest"), Some(fallback)),
+            _ => (restore, None),
+        };
         let restore = match restore {
             None => None,
+            Some("latest") if fallback.is_some() => {
+                match checkpoints.latest().map_err(|e| e.to_string())? {
+                    Some(latest) => Some(latest),
+                    None => Self::restore_point(&checkpoints, plan, fallback.unwrap_or_default())?,
+                }
+            }
             Some("latest") => {
                 let latest = checkpoints.latest().map_err(|e| e.to_string())?;
                 if latest.is_none() {
@@ -68,27 +109,7 @@ impl Durable {
                 }
                 latest
             }
-            Some(other) => {
-                // `<job>/chk-<epoch>`: a checkpoint of another job in the same store (a replay
-                // of that job into shadow sinks): its state and source positions, not its
-                // sinks' files.
-                let (of, chk) = match other.rsplit_once('/') {
-                    Some((job, chk)) => (Some(job), chk),
-                    None => (None, other),
-                };
-                let epoch = chk
-                    .trim_start_matches("chk-")
-                    .parse::<Epoch>()
-                    .map_err(|_| format!("--restore {other}: expected `latest` or a checkpoint (chk-<epoch>, <epoch> or <job>/chk-<epoch>)"))?;
-                match of {
-                    Some(job) if job != plan.name => Some(
-                        Checkpoints::new(checkpoints.store().clone(), job)
-                            .at(epoch)?
-                            .without_sinks(),
-                    ),
-                    _ => Some(checkpoints.at(epoch)?),
-                }
-            }
+            Some(other) => Self::restore_point(&checkpoints, plan, other)?,
         };
         let own = restore.as_ref().is_none_or(|r| r.job() == plan.name);
         let generation = match restore.as_ref().map(|r| r.manifest.generation) {

@@ -233,8 +233,11 @@ impl PartitionReader for Paced {
             return Ok(ReadStatus::Done);
         }
         let pace = Duration::from_millis(5);
-        if let Some(last) = self.last.filter(|l| l.elapsed() < pace) {
-            return Ok(ReadStatus::Waiting(pace - last.elapsed()));
+        // One reading of the clock: between two, a descheduled thread can pass `pace`.
+        if let Some(left) = self.last.and_then(|l| pace.checked_sub(l.elapsed())) {
+            if !left.is_zero() {
+                return Ok(ReadStatus::Waiting(left));
+            }
         }
         self.last = Some(Instant::now());
         out.record(self.emitted as i64, Row::from_values(&[Value::Int(0)]));

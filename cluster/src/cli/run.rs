@@ -53,8 +53,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "SUFFIX")]
     shadow: Option<String>,
     /// Resume from a checkpoint of the spec's `checkpoint.store`: `latest` (the newest intact
-    /// one; a fresh start when there is none) or `chk-<epoch>`.
-    #[arg(long, value_name = "latest|chk-EPOCH")]
+    /// one; a fresh start when there is none), `chk-<epoch>`, `<job>/chk-<epoch>` (another
+    /// job's checkpoint or savepoint: its state and source positions, not its sinks'), or
+    /// `latest,<checkpoint>` (the newest, or that one while there is none).
+    #[arg(long, value_name = "latest|chk-EPOCH|JOB/chk-EPOCH")]
     restore: Option<String>,
     /// On SIGTERM or Ctrl-C, stop with a savepoint: sources stop reading (windows are not
     /// flushed), the next checkpoint becomes a savepoint kept by retention, sinks commit it,

@@ -458,7 +458,10 @@ impl Cluster {
         job.restarts += 1;
         job.not_before_ms = now_ms() + job.backoff_ms();
         if job.checkpoint_store.is_some() {
-            job.restore_next = Some("latest".to_string());
+            job.restore_next = Some(match &job.restore_first {
+                Some(first) => format!("latest,{first}"),
+                None => "latest".to_string(),
+            });
         }
         let pause = job.backoff_ms();
         job.become_(

@@ -36,6 +36,10 @@ pub struct JobRecord {
     pub args: Vec<String>,
     /// What the next run restores (`latest`, `chk-...`).
     pub restore_next: Option<String>,
+    /// The checkpoint the job's first run started from (a replay from a savepoint): restarts
+    /// fall back to it while the job has no checkpoint of its own.
+    #[serde(default)]
+    pub restore_first: Option<String>,
     /// Where the current run's processes are.
     pub placement: Vec<Placed>,
     /// The current run's `weir run` arguments beyond the cluster ones.

@@ -436,6 +436,7 @@ fn new_record(
         restarts: 0,
         failures_in_a_row: 0,
         args,
+        restore_first: restore.clone(),
         restore_next: restore,
         placement: Vec::new(),
         run_args: Vec::new(),
