@@ -126,6 +126,15 @@ pub trait KeyedState {
     fn finish_restore(&mut self) {}
 }
 
+/// `include` asked once per key group: a snapshot filtering on it visits every entry.
+pub fn include_once<'a>(
+    key_groups: KeyGroups,
+    include: &'a dyn Fn(KeyGroup) -> bool,
+) -> impl FnMut(KeyGroup) -> bool + 'a {
+    let mut answers: Vec<Option<bool>> = vec![None; key_groups.count() as usize];
+    move |g| *answers[g.0 as usize].get_or_insert_with(|| include(g))
+}
+
 /// Where snapshots are stored and restored from.
 pub trait StateBackend: Send + Sync + 'static {
     /// Stores the parts of the key groups `worker` holds of `operator` as of checkpoint

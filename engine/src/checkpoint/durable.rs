@@ -259,42 +259,31 @@ impl StateBackend for DurableBackend {
 
     fn continue_chains(&self, operator: &str, worker: usize, groups: &[KeyGroup]) -> bool {
         // Parts of another job's checkpoint live in that job's directory: not continued.
-        if self
+        let Some(restore) = self
             .restore
             .as_ref()
-            .is_none_or(|r| r.job() != self.checkpoints.job)
-        {
-            return false;
-        }
-        let (Some(restore), Some(loaded)) = (
-            &self.restore,
-            self.restored
-                .lock()
-                .expect("restored state lock")
-                .get(operator)
-                .map(|r| {
-                    groups
-                        .iter()
-                        .filter_map(|g| Some((g.0, r.chains.get(&g.0)?.clone())))
-                        .collect::<BTreeMap<_, _>>()
-                }),
-        ) else {
+            .filter(|r| r.job() == self.checkpoints.job)
+        else {
             return false;
         };
+        let chains: BTreeMap<u32, Vec<String>> = {
+            let restored = self.restored.lock().expect("restored state lock");
+            let Some(r) = restored.get(operator) else {
+                return false;
+            };
+            groups
+                .iter()
+                .filter_map(|g| Some((g.0, r.chains.get(&g.0)?.clone())))
+                .collect()
+        };
         let shared = &restore.manifest.shared;
-        let sizes = loaded
+        let sizes = chains
             .values()
             .flatten()
             .filter_map(|f| Some((f.clone(), *shared.get(f)?)))
             .collect();
         let mut all = self.written.lock().expect("written state lock");
-        all.insert(
-            (operator.to_string(), worker),
-            Written {
-                chains: loaded,
-                sizes,
-            },
-        );
+        all.insert((operator.to_string(), worker), Written { chains, sizes });
         true
     }
 }

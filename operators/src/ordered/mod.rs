@@ -23,7 +23,8 @@ use weir_engine::data::Row;
 use weir_engine::event::{Epoch, Event, WATERMARK_MIN};
 use weir_engine::keys::{KeyGroup, KeyGroups};
 use weir_engine::state::{
-    decode_state, encode_state, Changes, KeyedState, StateContext, StateError, StateStats,
+    decode_state, encode_state, include_once, Changes, KeyedState, StateContext, StateError,
+    StateStats,
 };
 use weir_engine::stats::{JobStats, OperatorStats};
 
@@ -274,34 +275,43 @@ impl<S: KeyState> KeyedState for OrderedState<S> {
             keys: Vec::new(),
             control: None,
         };
+        // Only the groups asked for are copied (an incremental checkpoint asks for a few).
+        let mut include = include_once(self.key_groups, include);
         if let (Some(control), Some((_, owned))) = (self.control_snapshot(), &self.control) {
-            for g in owned.clone() {
-                groups.entry(KeyGroup(g)).or_insert_with(empty).control = Some(control.clone());
+            for g in owned.clone().map(KeyGroup).filter(|g| include(*g)) {
+                groups.entry(g).or_insert_with(empty).control = Some(control.clone());
             }
         }
         for p in self.pending.iter().filter(|p| !p.control) {
-            let record = self.record(p);
-            let group = self.key_groups.group_of(record.key.as_bytes());
-            groups
-                .entry(group)
-                .or_insert_with(empty)
-                .pending
-                .push(record);
+            let key = self
+                .keys
+                .get(p.key)
+                .expect("a waiting record's key is live");
+            let group = self.key_groups.group_of(key.key.as_bytes());
+            if include(group) {
+                let record = self.record(p);
+                groups
+                    .entry(group)
+                    .or_insert_with(empty)
+                    .pending
+                    .push(record);
+            }
         }
         for (_, slot) in self.keys.iter() {
             if slot.entry.state.entries() == 0 && slot.entry.timer.is_none() {
                 continue; // interned only for its waiting records
             }
             let group = self.key_groups.group_of(slot.key.as_bytes());
-            groups
-                .entry(group)
-                .or_insert_with(empty)
-                .keys
-                .push((slot.key.clone(), slot.entry.clone()));
+            if include(group) {
+                groups
+                    .entry(group)
+                    .or_insert_with(empty)
+                    .keys
+                    .push((slot.key.clone(), slot.entry.clone()));
+            }
         }
         groups
             .into_iter()
-            .filter(|(group, _)| include(*group))
             .map(|(group, mut snapshot)| {
                 // Same state, same bytes: no hash-map or arrival order leaks in.
                 snapshot.pending.sort_by(|a, b| {

@@ -8,7 +8,9 @@ use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use weir_engine::data::Row;
 use weir_engine::keys::{key_hash, KeyGroup, KeyGroups};
-use weir_engine::state::{decode_state, encode_state, Changes, KeyedState, StateError, StateStats};
+use weir_engine::state::{
+    decode_state, encode_state, include_once, Changes, KeyedState, StateError, StateStats,
+};
 
 use super::assign::WindowKind;
 use crate::aggregate::{Acc, Aggregates};
@@ -315,8 +317,7 @@ impl KeyedState for WindowState {
         include: &dyn Fn(KeyGroup) -> bool,
     ) -> Result<Vec<(KeyGroup, Vec<u8>)>, StateError> {
         let mut groups: BTreeMap<KeyGroup, GroupSnapshotRef<'_>> = BTreeMap::new();
-        let mut included: Vec<Option<bool>> = vec![None; self.key_groups.count() as usize];
-        let mut include = |g: KeyGroup| *included[g.0 as usize].get_or_insert_with(|| include(g));
+        let mut include = include_once(self.key_groups, include);
         for (end, keys) in &self.fixed {
             for (key, slot) in keys {
                 if !include(slot.group) {
