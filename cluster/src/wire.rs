@@ -223,9 +223,34 @@ pub enum ProcessState {
     Exited {
         /// Exit code.
         code: Option<i32>,
+        /// The signal that killed it.
+        #[serde(default)]
+        signal: Option<i32>,
         /// The last lines of its stderr.
         log_tail: String,
     },
+}
+
+/// Exit code of a job process that lost its connection to another process of its computation
+/// (a consequence of that process's failure, not a cause).
+pub const PEER_LOST: i32 = 3;
+
+/// How a process ended, for people: "exited with code 3", "was killed by signal 9 (SIGKILL)".
+pub fn how_it_ended(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(s)) => {
+            let name = match s {
+                6 => " (SIGABRT)",
+                9 => " (SIGKILL)",
+                11 => " (SIGSEGV)",
+                15 => " (SIGTERM)",
+                _ => "",
+            };
+            format!("was killed by signal {s}{name}")
+        }
+        (None, None) => "was killed".to_string(),
+    }
 }
 
 /// One job process in a worker's heartbeat.

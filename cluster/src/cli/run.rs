@@ -142,6 +142,9 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     if args.exit_with_parent {
         exit_with_parent();
     }
+    if cluster.processes() > 1 || workers > 1 {
+        super::signals::exit_on_panic(cluster.process);
+    }
     let stats = Arc::new(JobStats::new(&plan.name));
     stats.metrics().set_restarts(args.restarts);
     if let Some(addr) = &args.metrics_addr {

@@ -54,3 +54,40 @@ pub fn savepoint_on_sigusr1() {
         Err(e) => eprintln!("warning: cannot handle SIGUSR1: {e}"),
     }
 }
+
+/// Crash-only panics for computations of more than one worker: a panicking worker thread would
+/// leave the others waiting for it forever (and a lost peer connection panics timely's network
+/// threads, after which unwinding workers abort the process with a panic in a destructor). The
+/// first panic prints its message, says what it means, and ends the process; the restart
+/// restores the last checkpoint. A lost connection exits with [`crate::wire::PEER_LOST`] and names the peer,
+/// so the coordinator can tell the process that died from the ones that lost it.
+pub fn exit_on_panic(process: usize) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("timely communication error") {
+            let peer = name
+                .strip_prefix("timely:recv-")
+                .or_else(|| name.strip_prefix("timely:send-"))
+                .map_or("another process".to_string(), |p| format!("process {p}"));
+            eprintln!(
+                "error: process {process} lost its connection to {peer} ({message}); \
+                 exiting so the job restarts from its last checkpoint"
+            );
+            std::process::exit(crate::wire::PEER_LOST);
+        }
+        default(info);
+        eprintln!(
+            "error: thread `{name}` of process {process} panicked; exiting so the job restarts \
+             from its last checkpoint"
+        );
+        std::process::exit(101);
+    }));
+}

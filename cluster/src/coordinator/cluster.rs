@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::wire::{
-    now_ms, Assignment, Heartbeat, HeartbeatReply, JobState, ProcessReport, ProcessState,
-    ProcessStatus, StopKind, WorkerStatus,
+    how_it_ended, now_ms, Assignment, Heartbeat, HeartbeatReply, JobState, ProcessReport,
+    ProcessState, ProcessStatus, StopKind, WorkerStatus, PEER_LOST,
 };
 
 use super::job::{AfterStop, JobRecord, Placed, Refused};
@@ -210,9 +210,10 @@ impl Cluster {
             .map(|(index, p)| {
                 let state = match self.reports.get(&(job.id.clone(), job.attempt, index)) {
                     Some((ProcessState::Running, _)) => "running".to_string(),
-                    Some((ProcessState::Exited { code, .. }, _)) => match code {
-                        Some(c) => format!("exited {c}"),
-                        None => "killed".to_string(),
+                    Some((ProcessState::Exited { code, signal, .. }, _)) => match (code, signal) {
+                        (Some(c), _) => format!("exited {c}"),
+                        (None, Some(s)) => format!("killed by signal {s}"),
+                        (None, None) => "killed".to_string(),
                     },
                     None => "starting".to_string(),
                 };
@@ -411,13 +412,28 @@ impl Cluster {
             match self.reports.get(&(id.to_string(), job.attempt, index)) {
                 Some((ProcessState::Running, _)) => {}
                 Some((ProcessState::Exited { code: Some(0), .. }, _)) => exited += 1,
-                Some((ProcessState::Exited { code, log_tail }, w)) => {
-                    let how = code.map_or("was killed".to_string(), |c| {
-                        format!("exited with code {c}")
-                    });
+                Some((
+                    ProcessState::Exited {
+                        code,
+                        signal,
+                        log_tail,
+                    },
+                    w,
+                )) => {
+                    // The cause before its consequences: a killed process, then one that
+                    // failed by itself, then one that only lost its connection to another.
+                    let rank = match code {
+                        None => 1,
+                        Some(PEER_LOST) => 3,
+                        Some(_) => 2,
+                    };
                     failures.push((
-                        if code.is_none() { 1 } else { 2 },
-                        format!("process {index} on worker {w} {how}: {}", log_tail.trim()),
+                        rank,
+                        format!(
+                            "process {index} on worker {w} {}: {}",
+                            how_it_ended(*code, *signal),
+                            log_tail.trim()
+                        ),
                     ));
                 }
                 None if since > grace => failures.push((
@@ -479,11 +495,18 @@ impl Cluster {
                 continue;
             }
             match self.reports.get(&(id.to_string(), job.attempt, index)) {
-                Some((ProcessState::Exited { code, log_tail }, _)) => {
+                Some((
+                    ProcessState::Exited {
+                        code,
+                        signal,
+                        log_tail,
+                    },
+                    _,
+                )) => {
                     if job.stop == Some(StopKind::Savepoint) && *code != Some(0) {
                         failed = Some(format!(
-                            "process {index} did not stop cleanly ({}): {}",
-                            code.map_or("killed".into(), |c| format!("code {c}")),
+                            "process {index} did not stop cleanly (it {}): {}",
+                            how_it_ended(*code, *signal),
                             log_tail.trim()
                         ));
                     }

@@ -13,7 +13,7 @@ pub(super) struct JobProcess {
     key: (String, u32, usize),
     child: Option<Child>,
     log: PathBuf,
-    exited: Option<(Option<i32>, String)>,
+    exited: Option<(Option<i32>, Option<i32>, String)>,
     stop_sent: Option<StopKind>,
     savepoints_sent: u32,
 }
@@ -81,7 +81,7 @@ impl JobProcess {
             key,
             child: None,
             log: PathBuf::new(),
-            exited: Some((Some(127), why)),
+            exited: Some((Some(127), None, why)),
             stop_sent: None,
             savepoints_sent: 0,
         }
@@ -143,7 +143,11 @@ impl JobProcess {
                     self.key.1,
                     self.key.2
                 );
-                self.exited = Some((status.code(), tail));
+                self.exited = Some((
+                    status.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                    tail,
+                ));
             }
         }
     }
@@ -161,8 +165,9 @@ impl JobProcess {
             index: self.key.2,
             state: match &self.exited {
                 None => ProcessState::Running,
-                Some((code, log_tail)) => ProcessState::Exited {
+                Some((code, signal, log_tail)) => ProcessState::Exited {
                     code: *code,
+                    signal: *signal,
                     log_tail: log_tail.clone(),
                 },
             },
