@@ -65,9 +65,8 @@ pub fn iceberg_sink<'scope>(
     let files = DataFiles::new(
         &handle,
         &config.table.schema,
-        &config.job,
-        &config.name,
-        worker,
+        (&config.job, &config.name, worker),
+        checkpoints.is_some(),
     )
     .map_err(err)?;
     let stats_for_commits = stats.clone();

@@ -103,7 +103,11 @@ pub(super) fn config(conn: &Connection, group: Option<&str>) -> ClientConfig {
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             // Partition high watermarks for the consumer-lag metric.
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // Some brokers (noida-db) ignore a fetch's byte limits and answer with a
+            // partition's whole backlog; librdkafka refuses responses over this (100 MB by
+            // default) and retries the same fetch forever. A `properties:` entry overrides it.
+            .set("receive.message.max.bytes", "1000000000");
     }
     for (k, v) in &conn.properties {
         c.set(k, v);
