@@ -13,6 +13,7 @@ pub mod failure;
 pub mod io;
 pub mod keys;
 pub mod metrics;
+pub mod prefetch;
 pub mod runtime;
 pub mod state;
 pub mod stats;

@@ -114,7 +114,7 @@ impl Rolling {
         Rolling {
             over,
             input_columns,
-            output: RowBuilder::new(input_columns + n),
+            output: RowBuilder::new(n),
             aggregates,
             stride: 1 + mask_words + words,
             string_arguments: strings,
@@ -134,16 +134,10 @@ impl Rolling {
         self.word(state, at, 1 + argument / 64) & (1 << (argument % 64)) == 0
     }
 
-    /// Orders the values of `argument` of records `a` and `b` (both present).
-    fn compare(&self, state: &Trailing, argument: usize, a: usize, b: usize) -> Ordering {
-        let arg = &self.arguments[argument];
-        let w = arg.word;
-        match arg.kind {
-            Kind::Int => (self.word(state, a, w) as i64).cmp(&(self.word(state, b, w) as i64)),
-            Kind::Float => f64::from_bits(self.word(state, a, w))
-                .total_cmp(&f64::from_bits(self.word(state, b, w))),
-            Kind::Str => state.strings[arg.slot][a].cmp(&state.strings[arg.slot][b]),
-        }
+    /// Orders the values of string argument `argument` of records `a` and `b`.
+    fn compare_strings(&self, state: &Trailing, argument: usize, a: usize, b: usize) -> Ordering {
+        let strings = &state.strings[self.arguments[argument].slot];
+        strings[a].cmp(&strings[b])
     }
 
     /// Removes the records that left `(now - over, now]`.
@@ -155,21 +149,22 @@ impl Rolling {
                 let Some(a) = *argument else { continue };
                 if self.present(state, 0, a) {
                     let arg = &self.arguments[a];
-                    let word = state.ring[arg.word];
                     let agg = &mut state.aggs[j];
                     agg.n -= 1;
                     match arg.kind {
-                        Kind::Int => agg.sum_int -= word as i64 as i128,
-                        Kind::Float => agg.sum_float.add(-f64::from_bits(word)),
+                        Kind::Int => agg.sum_int -= state.ring[arg.word] as i64 as i128,
+                        Kind::Float => agg.sum_float.add(-f64::from_bits(state.ring[arg.word])),
                         Kind::Str => {}
                     }
                 }
                 let agg = &mut state.aggs[j];
-                if agg.best.front() == Some(&seq) {
+                if agg.best.front().map(|b| b.0) == Some(seq) {
                     agg.best.pop_front();
                 }
             }
-            state.ring.drain(..self.stride);
+            for _ in 0..self.stride {
+                state.ring.pop_front();
+            }
             for strings in &mut state.strings {
                 strings.pop_front();
             }
@@ -225,7 +220,11 @@ impl Rolling {
                 continue;
             }
             let arg = &self.arguments[a];
-            let word = state.ring[base + arg.word];
+            // Strings live in their own deques, not in the ring.
+            let word = match arg.kind {
+                Kind::Str => 0,
+                _ => state.ring[base + arg.word],
+            };
             {
                 let s = &mut state.aggs[j];
                 s.n += 1;
@@ -241,8 +240,15 @@ impl Rolling {
                 _ => continue,
             };
             // Drop the candidates the new value beats for as long as it stays in range.
-            while let Some(&back) = state.aggs[j].best.back() {
-                let beaten = match self.compare(state, a, (back - state.front_seq) as usize, at) {
+            while let Some(&(back, back_word)) = state.aggs[j].best.back() {
+                let order = match arg.kind {
+                    Kind::Int => (back_word as i64).cmp(&(word as i64)),
+                    Kind::Float => f64::from_bits(back_word).total_cmp(&f64::from_bits(word)),
+                    Kind::Str => {
+                        self.compare_strings(state, a, (back - state.front_seq) as usize, at)
+                    }
+                };
+                let beaten = match order {
                     Ordering::Less => is_max,
                     Ordering::Greater => !is_max,
                     Ordering::Equal => true,
@@ -252,15 +258,13 @@ impl Rolling {
                 }
                 state.aggs[j].best.pop_back();
             }
-            state.aggs[j].best.push_back(seq);
+            state.aggs[j].best.push_back((seq, word));
         }
     }
 
     /// `row` followed by the current aggregates.
     fn emit(&mut self, state: &Trailing, ts: i64, row: &Row) -> Event {
-        for c in 0..self.input_columns {
-            self.output.copy_from(c, row, c);
-        }
+        debug_assert_eq!(row.len(), self.input_columns);
         for (i, (agg, argument)) in self
             .aggregates
             .list()
@@ -268,7 +272,7 @@ impl Rolling {
             .zip(&self.argument_of)
             .enumerate()
         {
-            let col = self.input_columns + i;
+            let col = i;
             let out = &mut self.output;
             let Some(a) = *argument else {
                 out.set_int(col, state.len as i64);
@@ -289,9 +293,8 @@ impl Rolling {
                 }
                 (AggregateFunction::Avg, _) => out.set_float(col, s.sum_int as f64 / s.n as f64),
                 (AggregateFunction::Min | AggregateFunction::Max, kind) => {
-                    let best = *s.best.front().expect("n > 0");
+                    let (best, word) = *s.best.front().expect("n > 0");
                     let at = (best - state.front_seq) as usize;
-                    let word = state.ring[at * self.stride + arg.word];
                     match kind {
                         Kind::Int if agg.call.output == DataType::Timestamp => {
                             out.set_ts(col, word as i64)
@@ -304,7 +307,7 @@ impl Rolling {
                 }
             }
         }
-        Event::new(ts, ts, self.output.finish())
+        Event::new(ts, ts, self.output.finish_after(row))
     }
 }
 
@@ -315,8 +318,9 @@ struct AggState {
     n: i64,
     sum_int: i128,
     sum_float: ExactSum,
-    /// min/max: sequence numbers of the records that can still become the extreme, best first.
-    best: VecDeque<u64>,
+    /// min/max: the records that can still become the extreme, best first: sequence number
+    /// and value word (kept here, so that comparing and reading the best touch no ring).
+    best: VecDeque<(u64, u64)>,
 }
 
 /// Per key: the records in range (see the module documentation) and each aggregate's state.
@@ -337,6 +341,20 @@ pub struct Trailing {
 impl KeyState for Trailing {
     fn entries(&self) -> usize {
         self.len
+    }
+
+    fn prefetch(&self) {
+        use weir_engine::prefetch::prefetch;
+        // The oldest record (evicted next), the newest (appended after), the aggregates.
+        if let Some(oldest) = self.ring.front() {
+            prefetch(oldest);
+        }
+        if let Some(newest) = self.ring.back() {
+            prefetch(newest);
+        }
+        for agg in &self.aggs {
+            prefetch(agg);
+        }
     }
 }
 
@@ -455,5 +473,39 @@ mod tests {
             "Int(3) Float(3.0) Float(5.0) Float(1.0) Float(6.0) Int(2) Str(\"a\") Str(\"z\") Ts(300)"
         );
         assert_eq!(row(4), "Int(1) Null Null Null Null Int(0) Null Null Ts(7)");
+    }
+
+    #[test]
+    fn string_aggregates_alone_keep_no_numeric_words() {
+        // A ring of event time and null bits only: reading a word for a string argument
+        // indexed past the record.
+        let schema = Schema::new(vec![Field::new("s", DataType::String)]).unwrap();
+        let aggs = Aggregates::compile(
+            [("lo", "min(s)"), ("hi", "max(s)"), ("n", "count(s)")],
+            &schema,
+        )
+        .unwrap();
+        let mut rolling = Rolling::new(10, 1, Arc::new(aggs));
+        assert_eq!(rolling.stride, 2);
+        let (mut state, mut out) = (Trailing::default(), Vec::new());
+        let key = Row::from_values(&[]);
+        for (ts, s) in [(1, Some("b")), (2, None), (5, Some("a")), (12, Some("c"))] {
+            let row = Row::from_values(&[s.map_or(Value::Null, |s| Value::Str(s.into()))]);
+            rolling.on_records(&key, ts, 0, &[row], &mut state, &mut out);
+        }
+        let got: Vec<String> = out
+            .iter()
+            .map(|e| format!("{:?} {:?} {:?}", e.row.get(1), e.row.get(2), e.row.get(3)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "Str(\"b\") Str(\"b\") Int(1)",
+                "Str(\"b\") Str(\"b\") Int(1)",
+                "Str(\"a\") Str(\"b\") Int(2)",
+                // (2, 12]: "b" at 1 left.
+                "Str(\"a\") Str(\"c\") Int(2)",
+            ]
+        );
     }
 }

@@ -34,6 +34,19 @@ pub trait TimedLogic: 'static {
     fn insert(&mut self, input: usize, event: Event, fired_wm: i64) -> Option<Event>;
     /// The watermark reached `wm`: appends every result it makes final to `out`.
     fn advance(&mut self, wm: i64, out: &mut Vec<Event>);
+    /// Like [`advance`](Self::advance), handing `out` to `flush` along the way whenever it
+    /// holds [`RESULTS_BATCH`] results or more (and once at the end): a watermark that makes
+    /// many results final does not keep them all alive at once, and the memory of rows
+    /// already passed on is reused while it is still in the cache.
+    fn advance_in_batches(
+        &mut self,
+        wm: i64,
+        out: &mut Vec<Event>,
+        flush: &mut dyn FnMut(&mut Vec<Event>),
+    ) {
+        self.advance(wm, out);
+        flush(out);
+    }
     /// The state.
     fn state(&self) -> &Self::State;
     /// The state, to restore into.
@@ -41,6 +54,9 @@ pub trait TimedLogic: 'static {
     /// Called once after the state was restored.
     fn restored(&mut self) {}
 }
+
+/// How many results [`TimedLogic::advance_in_batches`] lets gather before passing them on.
+pub const RESULTS_BATCH: usize = 1024;
 
 /// One input of a timed operator.
 pub struct TimedInput<'scope> {
@@ -184,12 +200,11 @@ pub fn timed_operator<'scope, L: TimedLogic>(
                             && (running || first_stashed.is_none_or(|s| e < s)) =>
                     {
                         let (cap, wm) = watermarks.pop_first().expect("a pending epoch");
-                        logic.advance(wm, &mut results_buf);
-                        if !results_buf.is_empty() {
-                            results_out
-                                .session(&cap)
-                                .give_iterator(results_buf.drain(..));
-                        }
+                        logic.advance_in_batches(wm, &mut results_buf, &mut |results| {
+                            if !results.is_empty() {
+                                results_out.session(&cap).give_iterator(results.drain(..));
+                            }
+                        });
                         continue;
                     }
                     (_, Some(c)) => {

@@ -13,7 +13,8 @@
 //!
 //! Invariant: every string in a row is valid UTF-8. Rows are built from `&str` (by
 //! [`RowBuilder`]) or from bytes that [`Row::from_bytes`] checks, so reading a string back needs
-//! no second validation; this is the one place weir uses `unsafe`, for that.
+//! no second validation; this is one of the two places weir uses `unsafe` (the other is
+//! [`crate::prefetch`]), for that.
 
 use std::borrow::{Borrow, Cow};
 use std::fmt;
@@ -591,17 +592,54 @@ impl RowBuilder {
             };
             chunk.copy_from_slice(&slot.to_le_bytes());
         }
+        self.write_heap(out);
+        self.reset();
+    }
+
+    /// Appends the strings set, in column order.
+    fn write_heap(&self, out: &mut Vec<u8>) {
         if self.in_order {
             out.extend_from_slice(&self.scratch);
         } else {
-            for i in 0..n {
+            for i in 0..self.tags.len() {
                 if self.tags[i] == TAG_STR {
                     let (start, len) = self.spans[i];
                     out.extend_from_slice(&self.scratch[start as usize..(start + len) as usize]);
                 }
             }
         }
+    }
+
+    /// Finishes a row of `prefix`'s columns followed by this builder's, and resets the
+    /// builder: `prefix` is copied in bulk (its header, slots and heap), not column by column.
+    pub fn finish_after(&mut self, prefix: &Row) -> Row {
+        let (m, n) = (prefix.len(), self.tags.len());
+        let prefix_heap = &prefix.bytes[2 + 9 * m..];
+        let own_heap = self.encoded_len() - (2 + 9 * n);
+        let mut out = Vec::with_capacity(2 + 9 * (m + n) + prefix_heap.len() + own_heap);
+        out.extend_from_slice(&((m + n) as u16).to_le_bytes());
+        out.extend_from_slice(&prefix.bytes[2..2 + m]);
+        out.extend_from_slice(&self.tags);
+        out.extend_from_slice(&prefix.bytes[2 + m..2 + 9 * m]);
+        // This builder's strings follow the prefix's heap.
+        let mut offset = prefix_heap.len() as u64;
+        for i in 0..n {
+            let slot = if self.tags[i] == TAG_STR {
+                let len = self.spans[i].1 as u64;
+                let slot = offset | (len << 32);
+                offset += len;
+                slot
+            } else {
+                self.slots[i]
+            };
+            out.extend_from_slice(&slot.to_le_bytes());
+        }
+        out.extend_from_slice(prefix_heap);
+        self.write_heap(&mut out);
         self.reset();
+        Row {
+            bytes: out.into_boxed_slice(),
+        }
     }
 
     /// Finishes the row and resets the builder.
@@ -626,6 +664,39 @@ impl RowBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_finished_after_a_prefix_equal_rows_built_column_by_column() {
+        let prefix = Row::from_values(&[
+            Value::Str("d01".into()),
+            Value::Int(7),
+            Value::Null,
+            Value::Str("é".into()),
+        ]);
+        let tails: [&[Value<'_>]; 3] = [
+            &[Value::Float(1.5), Value::Str("max".into()), Value::Int(3)],
+            &[],
+            &[Value::Str("a".into()), Value::Str("bc".into())],
+        ];
+        let mut builder = RowBuilder::new(0);
+        for tail in tails {
+            if builder.columns() != tail.len() {
+                builder = RowBuilder::new(tail.len());
+            }
+            // Out of column order: the heap is still written in column order.
+            for (i, v) in tail.iter().enumerate().rev() {
+                builder.set(i, v);
+            }
+            let row = builder.finish_after(&prefix);
+            let mut all: Vec<Value<'_>> = prefix.iter().collect();
+            all.extend(tail.iter().cloned());
+            assert_eq!(row, Row::from_values(&all));
+        }
+        assert_eq!(
+            RowBuilder::new(0).finish_after(&Row::from_values(&[])),
+            Row::from_values(&[])
+        );
+    }
 
     #[test]
     fn concatenated_rows_equal_rows_built_column_by_column() {

@@ -122,6 +122,14 @@ impl<S> KeyTable<S> {
             .copied()
     }
 
+    /// Asks for the slot of `id` to be loaded into the cache (without reading it).
+    #[inline]
+    pub fn prefetch(&self, id: u32) {
+        if let Some(slot) = self.slots.get(id as usize) {
+            weir_engine::prefetch::prefetch(slot);
+        }
+    }
+
     /// The live key with this id.
     #[inline]
     pub fn get(&self, id: u32) -> Option<&Slot<S>> {

@@ -29,7 +29,7 @@ use weir_engine::state::{
 use weir_engine::stats::{JobStats, OperatorStats};
 
 use crate::keyed::{KeyExtractor, Routing};
-use crate::timed::{timed_operator, TimedInput, TimedLogic, TimedOutputs};
+use crate::timed::{timed_operator, TimedInput, TimedLogic, TimedOutputs, RESULTS_BATCH};
 
 mod keys;
 use keys::{KeyEntry, KeyTable};
@@ -38,7 +38,17 @@ use keys::{KeyEntry, KeyTable};
 pub trait KeyState: Clone + Default + Serialize + DeserializeOwned + 'static {
     /// Records (or versions) held; a key holding none and without a timer is dropped.
     fn entries(&self) -> usize;
+
+    /// Asks for the memory the next records of this key touch to be loaded into the cache
+    /// (see [`weir_engine::prefetch`]): called a few records ahead, with the key's slot
+    /// already fetched.
+    #[inline]
+    fn prefetch(&self) {}
 }
+
+/// How many records ahead a key's slot is prefetched, and its state.
+const PREFETCH_SLOT: usize = 6;
+const PREFETCH_STATE: usize = 3;
 
 /// Per-key logic run in event-time order.
 pub trait KeyedProcess: 'static {
@@ -601,6 +611,15 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
     }
 
     fn advance(&mut self, wm: i64, out: &mut Vec<Event>) {
+        self.advance_in_batches(wm, out, &mut |_| {});
+    }
+
+    fn advance_in_batches(
+        &mut self,
+        wm: i64,
+        out: &mut Vec<Event>,
+        flush: &mut dyn FnMut(&mut Vec<Event>),
+    ) {
         let until = if wm == WATERMARK_MIN {
             return;
         } else {
@@ -625,14 +644,24 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
                 })
                 .then_with(|| (a.rank, a.row.as_bytes()).cmp(&(b.rank, b.row.as_bytes())))
         });
-        let mut records = pending.drain(..).peekable();
+        let mut records = pending.drain(..);
         while let Some(first) = records.next() {
+            // Keys' state is cold: fetch what the records a few places ahead will touch.
+            let ahead = records.as_slice();
+            if let Some(p) = ahead.get(PREFETCH_SLOT).filter(|p| !p.control) {
+                self.state.keys.prefetch(p.key);
+            }
+            if let Some(p) = ahead.get(PREFETCH_STATE).filter(|p| !p.control) {
+                if let Some(slot) = self.state.keys.get(p.key) {
+                    slot.entry.state.prefetch();
+                }
+            }
             self.fire_timers(first.ts, out);
             if first.control {
                 let ts = first.ts;
                 self.group.clear();
                 self.group.push(first.row);
-                while let Some(next) = records.next_if(|n| n.ts == ts && n.control) {
+                while let Some(next) = next_if(&mut records, |n| n.ts == ts && n.control) {
                     self.group.push(next.row);
                 }
                 self.process.on_control(ts, &self.group);
@@ -644,8 +673,9 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
             let (ts, side, id) = (first.ts, first.side, first.key);
             self.group.clear();
             self.group.push(first.row);
-            while let Some(next) = records.next_if(|n| n.ts == ts && n.side == side && n.key == id)
-            {
+            while let Some(next) = next_if(&mut records, |n| {
+                n.ts == ts && n.side == side && n.key == id
+            }) {
                 self.group.push(next.row);
             }
             let slot = self
@@ -663,10 +693,14 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
                 out,
             );
             Self::settle(&mut self.state, &self.process, id);
+            if out.len() >= RESULTS_BATCH {
+                flush(out);
+            }
         }
         drop(records);
         self.ready = pending;
         self.fire_timers(until, out);
+        flush(out);
     }
 
     fn state(&self) -> &Self::State {
@@ -687,6 +721,19 @@ impl<P: KeyedProcess> TimedLogic for OrderedLogic<P> {
                 self.state.push(record);
             }
         }
+    }
+}
+
+/// The next record when it passes `test` (`Peekable::next_if` on a drain that can still look
+/// further ahead).
+fn next_if(
+    records: &mut std::vec::Drain<'_, Pending>,
+    test: impl FnOnce(&Pending) -> bool,
+) -> Option<Pending> {
+    if records.as_slice().first().is_some_and(test) {
+        records.next()
+    } else {
+        None
     }
 }
 
