@@ -52,7 +52,7 @@ fn fraud_run(
 /// Throughput with checkpoints off / every 10 s / every 1 s: `repeat` rounds, each running
 /// the three settings in a rotated order (so none always runs first, on a cold allocator and
 /// page cache), compared by their medians.
-fn throughput(events: u64, workers: usize, repeat: usize) -> Result<()> {
+pub fn throughput(events: u64, workers: usize, repeat: usize) -> Result<()> {
     println!("\nfraud job ({events} generated payments, {workers} worker(s)): checkpoint interval vs throughput, {repeat} interleaved rounds");
     println!(
         "{:<6} {:<12} {:>8} {:>12} {:>8} {:>14} {:>12}",

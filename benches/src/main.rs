@@ -10,6 +10,7 @@
 //! cargo run --release -p weir-benches -- kafka [--brokers HOST:PORT]   # default: starts noida
 //! cargo run --release -p weir-benches -- checkpoints --events 20000000 --workers 2
 //! cargo run --release -p weir-benches -- checkpoint-state --workers 2   # duration vs state size
+//! cargo run --release -p weir-benches -- checkpoint-throughput --events 60000000 --workers 2
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -371,6 +372,14 @@ fn main() -> Result<()> {
             repeat,
         )?;
     }
+    if what == "checkpoint-throughput" {
+        // Part of `checkpoints`; alone here.
+        checkpoints::throughput(
+            events.unwrap_or(20_000_000),
+            workers[workers.len() - 1],
+            repeat,
+        )?;
+    }
     if what == "checkpoint-state" {
         // Part of `checkpoints`; alone here.
         // WEIR_BENCH_SIZES=100,1000 picks the state sizes (MB).
@@ -394,6 +403,7 @@ fn main() -> Result<()> {
         "operators",
         "kafka",
         "checkpoints",
+        "checkpoint-throughput",
         "checkpoint-state",
         "sinks",
         "latency",
@@ -401,7 +411,7 @@ fn main() -> Result<()> {
     .contains(&what)
     {
         bail!(
-            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka, checkpoints, checkpoint-state, sinks or latency"
+            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka, checkpoints, checkpoint-throughput, checkpoint-state, sinks or latency"
         );
     }
     Ok(())

@@ -78,15 +78,17 @@ struct Slot {
     accs: Vec<Acc>,
     /// Its key group.
     group: KeyGroup,
-    /// Changed since the last checkpoint (and listed in [`Recorded::fixed`]).
+    /// Changed since the last checkpoint (its window is listed in [`Recorded::fixed`]).
     changed: bool,
 }
 
 /// Changes recorded since the last checkpoint (when checkpoints are incremental).
 #[derive(Default)]
 struct Recorded {
-    /// Fixed windows (end, key) changed: each once, flagged in its slot.
-    fixed: Vec<(i64, Row)>,
+    /// Ends of the fixed windows with changed slots (each flagged in its slot). Recording a
+    /// change costs a flag, no key copy: the changed slots are found when a checkpoint
+    /// takes them.
+    fixed: BTreeSet<i64>,
     /// Keys whose sessions changed.
     sessions: HashSet<Row>,
 }
@@ -163,8 +165,7 @@ impl WindowState {
                     aggregates.update(&mut slot.accs, row);
                     if let Some(recorded) = recorded.as_mut().filter(|_| !slot.changed) {
                         slot.changed = true;
-                        let key = keys.get_key_value(&KeyRef(key)).expect("present").0;
-                        recorded.fixed.push((end, key.clone()));
+                        recorded.fixed.insert(end);
                     }
                 }
                 None => {
@@ -178,7 +179,7 @@ impl WindowState {
                         changed: recorded.is_some(),
                     };
                     if let Some(recorded) = recorded.as_mut() {
-                        recorded.fixed.push((end, key.clone()));
+                        recorded.fixed.insert(end);
                     }
                     keys.insert(key, slot);
                 }
@@ -386,18 +387,19 @@ impl KeyedState for WindowState {
         };
         let recorded = mem::take(recorded);
         let mut groups: BTreeMap<KeyGroup, GroupChanges> = BTreeMap::new();
-        for (end, key) in recorded.fixed {
+        for end in recorded.fixed {
             // Windows that closed since are left out: the common part covers them.
-            let Some(slot) = self.fixed.get_mut(&end).and_then(|keys| keys.get_mut(&key)) else {
+            let Some(keys) = self.fixed.get_mut(&end) else {
                 continue;
             };
-            slot.changed = false;
-            let accs = slot.accs.clone();
-            groups
-                .entry(slot.group)
-                .or_default()
-                .fixed
-                .push((end, key, accs));
+            for (key, slot) in keys.iter_mut().filter(|(_, slot)| slot.changed) {
+                slot.changed = false;
+                groups.entry(slot.group).or_default().fixed.push((
+                    end,
+                    key.clone(),
+                    slot.accs.clone(),
+                ));
+            }
         }
         for key in recorded.sessions {
             let now = self.sessions.get(&key).cloned();
