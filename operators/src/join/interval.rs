@@ -44,6 +44,24 @@ impl KeyState for Buffers {
     fn entries(&self) -> usize {
         self.left.len() + self.right.len()
     }
+
+    fn prefetch(&self) {
+        // Both sides' oldest records (evicted or matched first) and newest.
+        let ends = [
+            self.left.front().map(|r| &r.1),
+            self.left.back().map(|r| &r.1),
+        ];
+        for row in ends.into_iter().flatten() {
+            weir_engine::prefetch::prefetch(row);
+        }
+        let ends = [
+            self.right.front().map(|r| &r.1),
+            self.right.back().map(|r| &r.1),
+        ];
+        for row in ends.into_iter().flatten() {
+            weir_engine::prefetch::prefetch(row);
+        }
+    }
 }
 
 impl KeyedProcess for IntervalJoin {

@@ -181,6 +181,16 @@ impl KeyState for WindowCount {
     fn entries(&self) -> usize {
         self.events.len()
     }
+
+    fn prefetch(&self) {
+        // The oldest event (evicted next) and the newest (appended after).
+        if let Some(oldest) = self.events.front() {
+            weir_engine::prefetch::prefetch(oldest);
+        }
+        if let Some(newest) = self.events.back() {
+            weir_engine::prefetch::prefetch(newest);
+        }
+    }
 }
 
 impl KeyedProcess for Threshold {
