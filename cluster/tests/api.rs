@@ -139,6 +139,7 @@ async fn unknown_jobs_are_404_and_illegal_transitions_409() {
         ("DELETE", "/api/v1/jobs/nope"),
         ("POST", "/api/v1/jobs/nope/stop"),
         ("GET", "/api/v1/jobs/nope/checkpoints"),
+        ("POST", "/api/v1/jobs/nope/resume"),
         ("GET", "/api/v1/no/such/route"),
     ] {
         let (status, body) = send(&c, method, uri, "", &[]).await;
@@ -151,6 +152,16 @@ async fn unknown_jobs_are_404_and_illegal_transitions_409() {
     // A second job of the same name would share its checkpoints and sinks.
     let (status, body) = send(&c, "POST", "/api/v1/jobs", &spec("plain", false), &[]).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    // Only a stopped or failed job resumes.
+    let (status, body) = send(&c, "POST", &format!("/api/v1/jobs/{id}/resume"), "", &[]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped or failed"),
+        "{body}"
+    );
     // Not running yet: no savepoint, no rescale; a savepoint needs checkpoints anyway.
     let (status, body) = send(
         &c,
@@ -223,6 +234,26 @@ async fn unknown_jobs_are_404_and_illegal_transitions_409() {
             "{answer}"
         );
     }
+    // Stopped, but without checkpoints: nothing to resume from.
+    let (status, body) = send(&c, "POST", &format!("/api/v1/jobs/{id}/resume"), "", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("checkpoint"),
+        "{body}"
+    );
+    // With checkpoints: a new job of the same name restores the latest one.
+    let (_, body) = send(&c, "POST", "/api/v1/jobs", &spec("resumable", true), &[]).await;
+    let first = body["id"].as_str().unwrap().to_string();
+    send(&c, "DELETE", &format!("/api/v1/jobs/{first}"), "", &[]).await;
+    let (status, body) = send(&c, "POST", &format!("/api/v1/jobs/{first}/resume"), "", &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let resumed = body["id"].as_str().unwrap().to_string();
+    let (_, again) = send(&c, "GET", &format!("/api/v1/jobs/{resumed}"), "", &[]).await;
+    assert_eq!(again["name"], "resumable", "{again}");
+    assert_eq!(again["replay_of"], first.as_str(), "{again}");
+    // Resumed once: a second would run two jobs of one name.
+    let (status, body) = send(&c, "POST", &format!("/api/v1/jobs/{first}/resume"), "", &[]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // The history records the legal transitions only.
     let states: Vec<(&str, &str)> = job["history"]
         .as_array()

@@ -424,7 +424,7 @@ fn a_cluster_on_loopback_restarts_rescales_and_replays_the_fraud_job_exactly_onc
     assert_topics(&broker, "a-alerts", ".replay", &want);
     assert_topics(&broker, "a-alerts", "", &want);
 
-    // 3. Rescale 2 → 3 through a savepoint; stop with a savepoint; replay from it.
+    // 3. Rescale 2 → 3 through a savepoint; stop with a savepoint; resume from it.
     let b = cluster.submit(&fraud("fraud-b", "b-alerts", &broker, &store), "b.yaml");
     cluster.wait_for(&b, "b first checkpoint", minutes, |s| {
         s["state"] == "running" && checkpoint_epoch(s) > 0
@@ -467,7 +467,8 @@ fn a_cluster_on_loopback_restarts_rescales_and_replays_the_fraud_job_exactly_onc
         "a stopped job cannot stop: 409"
     );
     assert!(stderr(&refused).contains("409"), "{}", stderr(&refused));
-    let resumed = cluster.api(&["replay", &b, "--from", &format!("savepoint:{savepoint}")]);
+    // `weir resume`: a new job of b's name from its newest checkpoint, the stop's savepoint.
+    let resumed = cluster.api(&["resume", &b]);
     let c = resumed["id"].as_str().unwrap().to_string();
     let s = cluster.wait_for(&c, "b resumed from its savepoint", minutes, |s| {
         s["state"] == "finished"

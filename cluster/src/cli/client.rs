@@ -82,6 +82,11 @@ pub enum ApiCommand {
         /// Processes.
         processes: usize,
     },
+    /// Start a stopped or failed job again from its last checkpoint or savepoint (a new job).
+    Resume {
+        /// The job id.
+        id: String,
+    },
     /// Run a job again from a position or savepoint, into shadow sinks when asked.
     Replay {
         /// The job id.
@@ -347,6 +352,22 @@ async fn execute(conn: &Connection, command: ApiCommand) -> Result<(), CliError>
                 &v,
                 &format!("job {id}: rescaling to {processes} process(es)"),
             );
+        }
+        ApiCommand::Resume { id } => {
+            let v = send_json(
+                conn,
+                Method::POST,
+                &format!("{jobs}/{id}/resume"),
+                serde_json::json!({}),
+            )
+            .await?;
+            if conn.json {
+                print_json(&v);
+            } else {
+                let new = v.get("id").and_then(Value::as_str).unwrap_or("");
+                println!("{new}");
+                eprintln!("job {id}: resumed from its last checkpoint as job {new}");
+            }
         }
         ApiCommand::Replay { id, from, shadow } => {
             let v = send_json(

@@ -43,6 +43,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/jobs/{id}/stop", post(stop))
         .route("/api/v1/jobs/{id}/savepoints", post(savepoint))
         .route("/api/v1/jobs/{id}/replay", post(replay))
+        .route("/api/v1/jobs/{id}/resume", post(resume))
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/workers/heartbeat", post(heartbeat))
         .route("/api/v1/prometheus/targets", get(targets))
@@ -352,6 +353,18 @@ async fn replay(
     }
 }
 
+/// A stopped or failed job started again, as a new job, from its last checkpoint or
+/// savepoint.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/resume", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 201, description = "The resumed job", body = Created), (status = 400, body = ApiError),
+              (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn resume(State(c): Shared, Path(id): Path<String>) -> Response {
+    match c.resume(&id).await {
+        Ok(id) => (StatusCode::CREATED, Json(Created { id })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// Every worker that has heartbeated.
 #[utoipa::path(get, path = "/api/v1/workers", tag = "workers", responses((status = 200, body = Vec<WorkerStatus>)))]
 async fn workers(State(c): Shared) -> Response {
@@ -410,7 +423,7 @@ async fn openapi() -> Response {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "weir coordinator", description = "Submit, watch, stop, rescale and replay weir jobs."),
-    paths(submit, list, status, checkpoints, stop, cancel, savepoint, rescale, replay, workers,
+    paths(submit, list, status, checkpoints, stop, cancel, savepoint, rescale, replay, resume, workers,
           heartbeat, targets, metrics, openapi),
     components(schemas(Created, ApiError, SpecProblem, JobStatus, JobSummary, ProcessStatus,
         CheckpointInfo, Transition, JobState, WorkerStatus, ReplayRequest, Heartbeat,

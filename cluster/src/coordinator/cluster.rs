@@ -474,9 +474,10 @@ impl Cluster {
         job.restarts += 1;
         job.not_before_ms = now_ms() + job.backoff_ms();
         if job.checkpoint_store.is_some() {
-            job.restore_next = Some(match &job.restore_first {
-                Some(first) => format!("latest,{first}"),
-                None => "latest".to_string(),
+            job.restore_next = Some(match job.restore_first.as_deref() {
+                // A resumed job started from `latest` too.
+                Some(first) if first != "latest" => format!("latest,{first}"),
+                _ => "latest".to_string(),
             });
         }
         let pause = job.backoff_ms();

@@ -324,6 +324,30 @@ impl Coordinator {
         .await
     }
 
+    /// A stopped or failed job started again from its last checkpoint or savepoint (a stop
+    /// with savepoint leaves one): a new job of the same spec and name, whose sinks carry on
+    /// where the checkpoint left them.
+    pub async fn resume(&self, id: &str) -> Result<String, ApiFailure> {
+        let original = self.record(id)?;
+        if !matches!(original.state, JobState::Stopped | JobState::Failed) {
+            return Err(ApiFailure::Refused(Refused::Conflict(format!(
+                "job {id} is {}: only a stopped or failed job can be resumed",
+                original.state
+            ))));
+        }
+        if original.checkpoint_store.is_none() {
+            return Err(ApiFailure::Refused(Refused::Invalid(format!(
+                "job {id} has no `checkpoint:` section: there is nothing to resume from \
+                 (submit it again, or replay it from a source position)"
+            ))));
+        }
+        let req = ReplayRequest {
+            from: "savepoint:latest".into(),
+            shadow: None,
+        };
+        self.replay(id, req).await
+    }
+
     /// A new run of job `id` from `from`, into shadow sinks when asked: a new job.
     pub async fn replay(&self, id: &str, req: ReplayRequest) -> Result<String, ApiFailure> {
         let original = self.record(id)?;
