@@ -235,21 +235,27 @@ pub enum ProcessState {
 /// (a consequence of that process's failure, not a cause).
 pub const PEER_LOST: i32 = 3;
 
-/// How a process ended, for people: "exited with code 3", "was killed by signal 9 (SIGKILL)".
-pub fn how_it_ended(code: Option<i32>, signal: Option<i32>) -> String {
-    match (code, signal) {
-        (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(s)) => {
-            let name = match s {
-                6 => " (SIGABRT)",
-                9 => " (SIGKILL)",
-                11 => " (SIGSEGV)",
-                15 => " (SIGTERM)",
-                _ => "",
-            };
-            format!("was killed by signal {s}{name}")
+impl ProcessState {
+    /// How it ended, for people: "exited with code 3", "was killed by signal 9 (SIGKILL)"
+    /// ("is running" while it does).
+    pub fn how_it_ended(&self) -> String {
+        let ProcessState::Exited { code, signal, .. } = self else {
+            return "is running".to_string();
+        };
+        match (code, signal) {
+            (Some(c), _) => format!("exited with code {c}"),
+            (None, Some(s)) => {
+                let name = match s {
+                    6 => " (SIGABRT)",
+                    9 => " (SIGKILL)",
+                    11 => " (SIGSEGV)",
+                    15 => " (SIGTERM)",
+                    _ => "",
+                };
+                format!("was killed by signal {s}{name}")
+            }
+            (None, None) => "was killed".to_string(),
         }
-        (None, None) => "was killed".to_string(),
     }
 }
 

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::wire::{
-    how_it_ended, now_ms, Assignment, Heartbeat, HeartbeatReply, JobState, ProcessReport,
-    ProcessState, ProcessStatus, StopKind, WorkerStatus, PEER_LOST,
+    now_ms, Assignment, Heartbeat, HeartbeatReply, JobState, ProcessReport, ProcessState,
+    ProcessStatus, StopKind, WorkerStatus, PEER_LOST,
 };
 
 use super::job::{AfterStop, JobRecord, Placed, Refused};
@@ -412,14 +412,7 @@ impl Cluster {
             match self.reports.get(&(id.to_string(), job.attempt, index)) {
                 Some((ProcessState::Running, _)) => {}
                 Some((ProcessState::Exited { code: Some(0), .. }, _)) => exited += 1,
-                Some((
-                    ProcessState::Exited {
-                        code,
-                        signal,
-                        log_tail,
-                    },
-                    w,
-                )) => {
+                Some((state @ ProcessState::Exited { code, log_tail, .. }, w)) => {
                     // The cause before its consequences: a killed process, then one that
                     // failed by itself, then one that only lost its connection to another.
                     let rank = match code {
@@ -431,7 +424,7 @@ impl Cluster {
                         rank,
                         format!(
                             "process {index} on worker {w} {}: {}",
-                            how_it_ended(*code, *signal),
+                            state.how_it_ended(),
                             log_tail.trim()
                         ),
                     ));
@@ -496,18 +489,11 @@ impl Cluster {
                 continue;
             }
             match self.reports.get(&(id.to_string(), job.attempt, index)) {
-                Some((
-                    ProcessState::Exited {
-                        code,
-                        signal,
-                        log_tail,
-                    },
-                    _,
-                )) => {
+                Some((state @ ProcessState::Exited { code, log_tail, .. }, _)) => {
                     if job.stop == Some(StopKind::Savepoint) && *code != Some(0) {
                         failed = Some(format!(
                             "process {index} did not stop cleanly (it {}): {}",
-                            how_it_ended(*code, *signal),
+                            state.how_it_ended(),
                             log_tail.trim()
                         ));
                     }

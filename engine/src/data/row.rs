@@ -580,20 +580,27 @@ impl RowBuilder {
         let head = &mut out[at..at + header];
         head[..2].copy_from_slice(&(n as u16).to_le_bytes());
         head[2..2 + n].copy_from_slice(&self.tags);
-        let mut offset = 0u64;
-        for (i, chunk) in head[2 + n..].chunks_exact_mut(8).enumerate() {
-            let slot = if self.tags[i] == TAG_STR {
+        for (chunk, slot) in head[2 + n..].chunks_exact_mut(8).zip(self.slot_words(0)) {
+            chunk.copy_from_slice(&slot.to_le_bytes());
+        }
+        self.write_heap(out);
+        self.reset();
+    }
+
+    /// Each column's slot as encoded, with string offsets counted from `heap_start` (the
+    /// strings written before this builder's in the row's heap).
+    fn slot_words(&self, heap_start: u64) -> impl Iterator<Item = u64> + '_ {
+        let mut offset = heap_start;
+        (0..self.tags.len()).map(move |i| {
+            if self.tags[i] == TAG_STR {
                 let len = self.spans[i].1 as u64;
                 let slot = offset | (len << 32);
                 offset += len;
                 slot
             } else {
                 self.slots[i]
-            };
-            chunk.copy_from_slice(&slot.to_le_bytes());
-        }
-        self.write_heap(out);
-        self.reset();
+            }
+        })
     }
 
     /// Appends the strings set, in column order.
@@ -622,16 +629,7 @@ impl RowBuilder {
         out.extend_from_slice(&self.tags);
         out.extend_from_slice(&prefix.bytes[2 + m..2 + 9 * m]);
         // This builder's strings follow the prefix's heap.
-        let mut offset = prefix_heap.len() as u64;
-        for i in 0..n {
-            let slot = if self.tags[i] == TAG_STR {
-                let len = self.spans[i].1 as u64;
-                let slot = offset | (len << 32);
-                offset += len;
-                slot
-            } else {
-                self.slots[i]
-            };
+        for slot in self.slot_words(prefix_heap.len() as u64) {
             out.extend_from_slice(&slot.to_le_bytes());
         }
         out.extend_from_slice(prefix_heap);
