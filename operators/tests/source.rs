@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
+use weir_engine::checkpoint::{names, CheckpointRun, Checkpoints};
 use weir_engine::clock::{agree_on_anchor, EpochClock};
 use weir_engine::data::{Row, Value};
 use weir_engine::event::{Epoch, WATERMARK_END};
 use weir_engine::failure::Failures;
+use weir_engine::state::CheckpointSchedule;
 use weir_operators::source::generator::{GeneratorConfig, GeneratorReader, Pools, StreamKind};
 use weir_operators::source::{
     source, Emitter, OnError, PartitionReader, Partitions, ReadStatus, SourceConfig,
@@ -244,6 +246,9 @@ impl PartitionReader for Paced {
         self.emitted += 1;
         Ok(ReadStatus::More)
     }
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(self.emitted.to_le_bytes().to_vec())
+    }
 }
 
 #[test]
@@ -270,9 +275,51 @@ fn a_source_that_starts_late_does_not_stall_the_others() {
     );
 }
 
+#[test]
+fn a_source_that_starts_after_checkpoint_epochs_takes_part_in_them() {
+    // Worker 1 builds its dataflow 400 ms after the anchor: the checkpoint epochs before
+    // then (every 3 ticks of 10 ms) passed without it. They must still complete — worker 1's
+    // source read nothing in them and takes part with where it starts — or a restored run
+    // whose worker was slow to build logged its first checkpoints as failed.
+    let dir = tempfile::tempdir().unwrap();
+    let store = weir_engine::store::Store::open(&format!("file://{}", dir.path().display()));
+    let run = CheckpointRun {
+        checkpoints: Checkpoints::new(store.unwrap(), "late"),
+        schedule: CheckpointSchedule::Every(3),
+        restore: None,
+        first_epoch: 0,
+        completion: Default::default(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let for_run = run.clone();
+    std::thread::spawn(move || {
+        let flag = Arc::new(AtomicBool::new(false));
+        let _ = tx.send(run_two_workers_with(flag, deadline, Some(for_run)));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the two sources did not finish within 60 s");
+    let first = run.first_checkpoint().unwrap();
+    for w in 0..2 {
+        assert!(
+            run.checkpoints.is_done(first, &names::source("s"), w),
+            "checkpoint {first} has nothing from worker {w}'s source"
+        );
+    }
+}
+
 /// Worker 0 reads 100 paced records; worker 1 starts 400 ms later and reads until worker 0 is
 /// done (or `deadline`). Returns what each read.
 fn run_two_workers(flag: Arc<AtomicBool>, deadline: Instant) -> Vec<usize> {
+    run_two_workers_with(flag, deadline, None)
+}
+
+/// [`run_two_workers`], with checkpoints.
+fn run_two_workers_with(
+    flag: Arc<AtomicBool>,
+    deadline: Instant,
+    checkpoints: Option<CheckpointRun>,
+) -> Vec<usize> {
     timely::execute(timely::Config::process(2), move |worker| {
         let anchor = agree_on_anchor(worker);
         let index = worker.index();
@@ -292,7 +339,8 @@ fn run_two_workers(flag: Arc<AtomicBool>, deadline: Instant) -> Vec<usize> {
         let counter = count.clone();
         worker.dataflow::<Epoch, _, _>(|scope| {
             let clock = EpochClock::new(anchor, Duration::from_millis(10));
-            let config = config(clock, 0, Some(Duration::from_millis(50)));
+            let mut config = config(clock, 0, Some(Duration::from_millis(50)));
+            config.checkpoints = checkpoints.clone();
             let out = source(
                 scope,
                 config,

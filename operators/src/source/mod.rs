@@ -397,6 +397,19 @@ pub fn source<'scope>(
         let mut caps: Option<Vec<Capability<Epoch>>> = Some(initial);
         // The last checkpoint epoch this source closed.
         let mut in_flight: Option<Epoch> = None;
+        // A source that starts after some of the run's checkpoint epochs (its worker built
+        // the dataflow late: a slow restore, a slow broker) read nothing in them: it takes
+        // part in them with the positions it starts from, or they could never complete.
+        if let Some(c) = &config.checkpoints {
+            let mut at = first_epoch;
+            while let Some(skipped) = c.next_at_or_after(at).filter(|e| *e < epoch) {
+                if let Err(e) = write_positions(c, &config.name, worker as usize, skipped, &partitions) {
+                    tracing::warn!("source `{}`: checkpoint {skipped}, before it started: {e}", config.name);
+                }
+                in_flight = Some(skipped);
+                at = skipped + 1;
+            }
+        }
         let metrics = metrics_stats;
         metrics.metrics().epoch_opened(epoch);
         let mut reported = i64::MIN;
