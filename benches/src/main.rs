@@ -364,21 +364,16 @@ fn main() -> Result<()> {
         println!();
         kafka::run(events.unwrap_or(1_000_000), &workers, repeat, brokers)?;
     }
+    // The fraud job with checkpoints off / every 10 s / every 1 s: its events, at the most
+    // workers asked for.
+    let fraud = (events.unwrap_or(20_000_000), workers[workers.len() - 1]);
     if what == "all" || what == "checkpoints" {
         println!();
-        checkpoints::run_all(
-            events.unwrap_or(20_000_000),
-            workers[workers.len() - 1],
-            repeat,
-        )?;
+        checkpoints::run_all(fraud.0, fraud.1, repeat)?;
     }
     if what == "checkpoint-throughput" {
         // Part of `checkpoints`; alone here.
-        checkpoints::throughput(
-            events.unwrap_or(20_000_000),
-            workers[workers.len() - 1],
-            repeat,
-        )?;
+        checkpoints::throughput(fraud.0, fraud.1, repeat)?;
     }
     if what == "checkpoint-state" {
         // Part of `checkpoints`; alone here.
