@@ -112,7 +112,7 @@ fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     None
 }
 
-fn fraud_spec(brokers: &str, tick: &str, processes: usize) -> String {
+fn fraud_spec(brokers: &str, tick: &str, processes: usize, consumer: &str) -> String {
     format!(
         r#"
 name: latency-fraud
@@ -125,6 +125,7 @@ sources:
     brokers: "{brokers}"
     topic: bench-latency-payments
     start: latest
+    properties: {{ {consumer} }}
     schema: {{ payment_id: string, user_id: string, amount: float, currency: string, status: string, merchant: string, ts: timestamp }}
     event_time: {{ field: ts, max_out_of_orderness: {OUT_OF_ORDERNESS_MS}ms, idle_timeout: 1s }}
 steps:
@@ -202,7 +203,12 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(2);
-    std::fs::write(d.join("job.yaml"), fraud_spec(&brokers, &tick, processes))?;
+    // Extra consumer properties, `key: value, ...` (WEIR_BENCH_CONSUMER), for experiments.
+    let consumer = std::env::var("WEIR_BENCH_CONSUMER").unwrap_or_default();
+    std::fs::write(
+        d.join("job.yaml"),
+        fraud_spec(&brokers, &tick, processes, &consumer),
+    )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while cli(&weir, &url, &["workers"])?
         .as_array()

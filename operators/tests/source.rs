@@ -363,3 +363,97 @@ fn run_two_workers_with(
     .map(|r| r.unwrap())
     .collect()
 }
+
+/// What a client library's consumer looks like to the source: records arrive on another
+/// thread; with none queued the reader asks to be looked at again in an hour, and the client
+/// calls the waker when some arrive.
+struct Pushed {
+    inbox: Arc<Mutex<(Vec<i64>, bool)>>,
+    waker: Arc<Mutex<Option<weir_operators::source::Waker>>>,
+}
+
+impl PartitionReader for Pushed {
+    fn location(&self) -> &str {
+        "pushed"
+    }
+    fn set_waker(&mut self, waker: weir_operators::source::Waker) {
+        *self.waker.lock().unwrap() = Some(waker);
+    }
+    fn read(&mut self, _max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String> {
+        let mut inbox = self.inbox.lock().unwrap();
+        for ts in inbox.0.drain(..) {
+            out.record(ts, Row::from_values(&[Value::Int(ts)]));
+        }
+        Ok(if inbox.1 {
+            ReadStatus::Done
+        } else {
+            ReadStatus::Waiting(Duration::from_secs(3600))
+        })
+    }
+}
+
+#[test]
+fn a_waiting_partition_is_read_as_soon_as_its_client_wakes_the_source() {
+    // The reader said "nothing for an hour"; input that arrives and wakes the source is read
+    // at once (it used to wait out the pause the reader asked for: up to 2 ms per Kafka
+    // partition on a live topic, here an hour).
+    let inbox = Arc::new(Mutex::new((Vec::new(), false)));
+    let waker = Arc::new(Mutex::new(None::<weir_operators::source::Waker>));
+    let reader = Pushed {
+        inbox: inbox.clone(),
+        waker: waker.clone(),
+    };
+    let reader = Mutex::new(Some(reader));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        timely::execute(timely::Config::thread(), move |worker| {
+            let probe = ProbeHandle::new();
+            let reader: Box<dyn PartitionReader> = Box::new(reader.lock().unwrap().take().unwrap());
+            let sink = sink.clone();
+            worker.dataflow::<Epoch, _, _>(|scope| {
+                let config = config(EpochClock::starting_now(Duration::from_millis(10)), 0, None);
+                let out = source(
+                    scope,
+                    config,
+                    Partitions::fixed(vec![reader]),
+                    None,
+                    Default::default(),
+                    Failures::new(),
+                );
+                out.events
+                    .inspect(move |e| sink.lock().unwrap().push(e.ts))
+                    .probe_with(&probe);
+            });
+            worker.step_while(|| !probe.done());
+        })
+        .unwrap();
+        let _ = done_tx.send(());
+    });
+    let wake = || {
+        let w = waker.lock().unwrap().clone();
+        w.expect("the source gave the reader a waker")()
+    };
+    // Let the source read once (nothing) and mark the partition as waiting.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waker.lock().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    inbox.lock().unwrap().0.extend([10, 20, 30]);
+    wake();
+    while seen.lock().unwrap().len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![10, 20, 30],
+        "the woken partition was not read"
+    );
+    inbox.lock().unwrap().1 = true;
+    wake();
+    done_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .expect("the source ends once its woken partition reports the end");
+}

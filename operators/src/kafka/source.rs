@@ -276,11 +276,11 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a reader mirrors its position to the consumer group.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
-/// Reads one partition.
-/// How long a reader whose queue is empty waits before looking again (the queue's callback
-/// wakes the source operator, but not a partition marked as waiting).
+/// How long a reader whose queue is empty waits before looking again. Arrivals do not wait
+/// for it: the queue's callback wakes the source and marks the partition; this is the fallback.
 const EMPTY_QUEUE_PAUSE: Duration = Duration::from_millis(2);
 
+/// Reads one partition.
 struct KafkaReader {
     consumer: Arc<Consumer_>,
     queue: rdkafka::consumer::base_consumer::PartitionQueue<super::client::SourceContext>,

@@ -15,6 +15,7 @@ pub mod file;
 pub mod generator;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -298,6 +299,9 @@ struct Partition {
     watermark: PartitionWatermark,
     done: bool,
     waiting_until: Option<Instant>,
+    /// Set by the reader's client library when input arrived: a waiting partition is read
+    /// at once instead of at `waiting_until`.
+    woken: Arc<AtomicBool>,
     last_input: Instant,
     /// The partition's consumer-lag gauge, once it reports a lag.
     lag: Option<IntGauge>,
@@ -346,12 +350,18 @@ pub fn source<'scope>(
     let start = Instant::now();
     let ooo = config.max_out_of_orderness;
     let new_partition = move |mut reader: Box<dyn PartitionReader>, waker: &Waker| {
-        reader.set_waker(waker.clone());
+        let woken = Arc::new(AtomicBool::new(false));
+        let (flag, wake) = (woken.clone(), waker.clone());
+        reader.set_waker(Arc::new(move || {
+            flag.store(true, Ordering::Release);
+            wake();
+        }));
         Partition {
             reader,
             watermark: PartitionWatermark::new(ooo),
             done: false,
             waiting_until: None,
+            woken,
             last_input: start,
             lag: None,
         }
@@ -490,9 +500,11 @@ pub fn source<'scope>(
                     next += 1;
                     visited += 1;
                     let p = &mut partitions[index];
-                    if p.done || p.waiting_until.is_some_and(|t| t > now) {
+                    if p.done || (p.waiting_until.is_some_and(|t| t > now) && !p.woken.load(Ordering::Acquire)) {
                         continue;
                     }
+                    // Cleared before reading: input that arrives during the read wakes it again.
+                    p.woken.store(false, Ordering::Release);
                     let mut emitter = Emitter {
                         watermark: &mut p.watermark,
                         events: &mut events_buf,
@@ -647,7 +659,7 @@ pub fn source<'scope>(
             let mut wake: Option<Duration> = None;
             for p in partitions.iter().filter(|p| !p.done) {
                 match p.waiting_until {
-                    Some(t) if t > now => wake = Some(wake.map_or(t - now, |w| w.min(t - now))),
+                    Some(t) if t > now && !p.woken.load(Ordering::Acquire) => wake = Some(wake.map_or(t - now, |w| w.min(t - now))),
                     _ => ready = true,
                 }
             }
