@@ -2,7 +2,7 @@
 //! ([`crate::checkpoint_state`]), and the fraud job's throughput with checkpoints off, every
 //! 10 s and every 1 s (local disk).
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::timed_checkpointed_run;
 
@@ -100,4 +100,102 @@ pub fn throughput(events: u64, workers: usize, repeat: usize) -> Result<()> {
 pub fn run_all(events: u64, workers: usize, repeat: usize) -> Result<()> {
     crate::checkpoint_state::run(workers, &[10, 100, 1000], 16, 100_000)?;
     throughput(events, workers, repeat)
+}
+
+/// The cost of checkpoints counted in instructions, which this VM's slow periods do not
+/// change (whole runs vary by ±20 %, more than the 5 % to be shown; it has no hardware
+/// counters): the release `weir` runs the fraud job at one worker under valgrind's callgrind
+/// with checkpoints off, configured but never due (`interval: 1h`: the cost of recording
+/// changed state, plus the final checkpoint), and every second (every checkpoint kept, so they
+/// can be counted). One native run gives instructions per CPU-second, which turns the cost of
+/// one checkpoint into its share of a 10-s interval.
+pub fn cost(events: u64) -> Result<()> {
+    let weir = crate::latency::weir_binary()?;
+    if std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!("valgrind is missing: `apt-get install valgrind`");
+    }
+    let dir = tempfile::tempdir()?;
+    let run = |interval: Option<&str>, under_valgrind: bool| -> Result<(f64, f64, usize)> {
+        let store = dir
+            .path()
+            .join(format!("store-{}", interval.unwrap_or("off")));
+        let _ = std::fs::remove_dir_all(&store);
+        let checkpoint = interval
+            .map(|i| {
+                format!(
+                    "checkpoint: {{ interval: {i}, retain: 100000, store: \"file://{}\" }}",
+                    store.display()
+                )
+            })
+            .unwrap_or_default();
+        let spec = fraud_spec(events, None).replace(
+            "name: bench-fraud\n",
+            &format!("name: bench-fraud\n{checkpoint}\n"),
+        );
+        let path = dir.path().join("job.yaml");
+        std::fs::write(&path, spec)?;
+        let mut cmd = if under_valgrind {
+            let mut c = std::process::Command::new("valgrind");
+            c.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+                .arg(&weir);
+            c
+        } else {
+            std::process::Command::new(&weir)
+        };
+        let started = crate::cpu_time_of_children();
+        let out = cmd
+            .arg("run")
+            .arg(&path)
+            .args(["--workers", "1", "--progress", "never"])
+            .output()?;
+        let cpu = (crate::cpu_time_of_children() - started).as_secs_f64();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("weir run failed: {stderr}");
+        }
+        let instructions = stderr
+            .lines()
+            .find_map(|l| l.split("Collected :").nth(1))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let taken = std::fs::read_dir(store.join("bench-fraud"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("_MANIFEST").exists())
+                    .count()
+            })
+            .unwrap_or(0);
+        Ok((instructions, cpu, taken))
+    };
+    println!("\nfraud job ({events} generated payments, 1 worker): checkpoint cost in instructions (callgrind)");
+    let (off, _, _) = run(None, true)?;
+    let (recording, _, _) = run(Some("1h"), true)?;
+    let (every_second, _, taken) = run(Some("1s"), true)?;
+    let (_, native_cpu, _) = run(None, false)?;
+    let per_second = off / native_cpu.max(1e-3);
+    // The final checkpoint is in both configured runs; the others are the 1-s run's own.
+    let per_checkpoint = (every_second - recording) / (taken.saturating_sub(1).max(1)) as f64;
+    let share = |x: f64| x / off * 100.0;
+    println!("  off                  {off:>16.0} instructions");
+    println!(
+        "  interval 1h          {recording:>16.0}   recording changes: {:+.2} %",
+        share(recording - off)
+    );
+    println!("  interval 1s          {every_second:>16.0}   {taken} checkpoints: {per_checkpoint:.0} instructions each");
+    println!(
+        "  natively {:.2} CPU-s off: {:.2e} instructions per CPU-second",
+        native_cpu, per_second
+    );
+    let interval =
+        |secs: f64| (recording - off) / off * 100.0 + per_checkpoint / (per_second * secs) * 100.0;
+    println!(
+        "so checkpoints every 10 s cost {:+.2} % of the job's instructions, every 1 s {:+.2} %",
+        interval(10.0),
+        interval(1.0)
+    );
+    Ok(())
 }

@@ -31,7 +31,7 @@ impl Drop for Processes {
     }
 }
 
-fn weir_binary() -> Result<PathBuf> {
+pub(crate) fn weir_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let weir = exe.with_file_name("weir");
     if !weir.exists() {

@@ -11,6 +11,7 @@
 //! cargo run --release -p weir-benches -- checkpoints --events 20000000 --workers 2
 //! cargo run --release -p weir-benches -- checkpoint-state --workers 2   # duration vs state size
 //! cargo run --release -p weir-benches -- checkpoint-throughput --events 60000000 --workers 2
+//! cargo run --release -p weir-benches -- checkpoint-cost --events 1000000   # needs valgrind
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,17 @@ fn timed_checkpointed_run(
         t0.elapsed().as_secs_f64(),
         (cpu_time() - cpu0).as_secs_f64(),
     ))
+}
+
+/// CPU time (user + sys) of this process's children that have ended and been waited for
+/// (`cutime` and `cstime` of `/proc/self/stat`).
+fn cpu_time_of_children() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat (Linux)");
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        fields[13].parse::<u64>().expect("cutime") + fields[14].parse::<u64>().expect("cstime");
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
 }
 
 /// CPU time (user + sys, all threads) of process `pid` (or `self`) so far.
@@ -375,6 +387,10 @@ fn main() -> Result<()> {
         // Part of `checkpoints`; alone here.
         checkpoints::throughput(fraud.0, fraud.1, repeat)?;
     }
+    if what == "checkpoint-cost" {
+        // Not part of `all`: needs valgrind and the release `weir` beside this binary.
+        checkpoints::cost(events.unwrap_or(1_000_000))?;
+    }
     if what == "checkpoint-state" {
         // Part of `checkpoints`; alone here.
         // WEIR_BENCH_SIZES=100,1000 picks the state sizes (MB).
@@ -399,6 +415,7 @@ fn main() -> Result<()> {
         "kafka",
         "checkpoints",
         "checkpoint-throughput",
+        "checkpoint-cost",
         "checkpoint-state",
         "sinks",
         "latency",
@@ -406,7 +423,7 @@ fn main() -> Result<()> {
     .contains(&what)
     {
         bail!(
-            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka, checkpoints, checkpoint-throughput, checkpoint-state, sinks or latency"
+            "unknown benchmark `{what}`: expected all, decode, generator, file, operators, kafka, checkpoints, checkpoint-throughput, checkpoint-cost, checkpoint-state, sinks or latency"
         );
     }
     Ok(())
