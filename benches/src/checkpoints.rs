@@ -9,7 +9,7 @@ use crate::timed_checkpointed_run;
 fn fraud_spec(events: u64, checkpoint: Option<(&str, &str)>) -> String {
     let checkpoint = checkpoint
         .map(|(interval, store)| {
-            format!("checkpoint: {{ interval: {interval}, store: \"{store}\" }}")
+            format!("checkpoint: {{ interval: {interval}, retain: 100000, store: \"{store}\" }}")
         })
         .unwrap_or_default();
     format!(
