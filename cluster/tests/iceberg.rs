@@ -16,11 +16,18 @@ use weir_tests::{canonical, json_lines, read_iceberg, IcebergRead};
 /// The fraud job on the generator: window results partitioned by day and alerts, each to a
 /// table and to a file (timestamps in milliseconds, as PyIceberg's rows are compared).
 fn job(dir: &Path, checkpoint: bool) {
+    job_in(dir, checkpoint, None)
+}
+
+/// [`job`] with its tables in the catalog at `catalog` (default: the SQL catalog on
+/// `dir/catalog.db`).
+fn job_in(dir: &Path, checkpoint: bool, catalog: Option<&str>) {
     let checkpoint = match checkpoint {
         true => "checkpoint: { interval: 200ms, store: store }",
         false => "",
     };
     let d = dir.display();
+    let catalog = catalog.map_or_else(|| format!("sqlite://{d}/catalog.db"), str::to_string);
     let spec = format!(
         r#"
 name: iceberg-fraud
@@ -34,8 +41,8 @@ steps:
 sinks:
   windows_file: {{ from: per_merchant, kind: file, path: out/windows.jsonl, timestamp_format: millis }}
   alerts_file: {{ from: bursts, kind: file, path: out/alerts.jsonl, timestamp_format: millis }}
-  windows: {{ from: per_merchant, kind: iceberg, catalog: "sqlite://{d}/catalog.db", warehouse: "file://{d}/warehouse", table: fraud.windows, partition_by: ["day(window_end)"] }}
-  alerts: {{ from: bursts, kind: iceberg, catalog: "sqlite://{d}/catalog.db", warehouse: "file://{d}/warehouse", table: fraud.alerts }}
+  windows: {{ from: per_merchant, kind: iceberg, catalog: "{catalog}", warehouse: "file://{d}/warehouse", table: fraud.windows, partition_by: ["day(window_end)"] }}
+  alerts: {{ from: bursts, kind: iceberg, catalog: "{catalog}", warehouse: "file://{d}/warehouse", table: fraud.alerts }}
 "#
     );
     std::fs::write(dir.join("job.yaml"), spec).unwrap();
@@ -151,6 +158,12 @@ fn without_checkpoints_the_tables_are_written_at_least_once_and_here_exactly() {
 /// Aborts the run at `point` (the third time), restores it at another worker count, and
 /// compares the tables with those of a run that never failed. Returns the recovery counts.
 fn crash_in_commit(point: &str) -> (usize, usize) {
+    crash_in_commit_in(point, false)
+}
+
+/// [`crash_in_commit`], the crashed and restored runs writing through a REST catalog when
+/// `rest`; the reference run always uses the SQL catalog.
+fn crash_in_commit_in(point: &str, rest: bool) -> (usize, usize) {
     let reference = tempfile::tempdir().unwrap();
     job(reference.path(), true);
     let out = wait(
@@ -162,7 +175,14 @@ fn crash_in_commit(point: &str) -> (usize, usize) {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    job(d, true);
+    let catalog = rest.then(|| {
+        weir_tests::RestCatalog::start(
+            &d.join("catalog.db"),
+            "weir",
+            &format!("file://{}/warehouse", d.display()),
+        )
+    });
+    job_in(d, true, catalog.as_ref().map(|c| c.url()).as_deref());
     let out = wait(
         spawn(d, 2, false, Some(&format!("{point}:3"))),
         Duration::from_secs(120),
@@ -200,6 +220,14 @@ fn a_crash_after_the_commit_is_found_in_the_snapshot_ancestry_and_not_repeated()
         skipped >= 1,
         "the committed batch is recognised and skipped"
     );
+}
+
+#[test]
+fn through_a_rest_catalog_a_crash_before_the_commit_is_committed_once_by_the_restored_run() {
+    // The REST protocol (tests/py/rest_catalog.py: PyIceberg's SQL catalog behind it, which
+    // checks every commit's requirements): the tables equal a failure-free SQL-catalog run's.
+    let (_, again) = crash_in_commit_in("iceberg.before_commit", true);
+    assert!(again >= 1, "the interrupted batch is committed on restore");
 }
 
 #[test]

@@ -364,6 +364,61 @@ pub fn canonical(rows: &[serde_json::Value]) -> Vec<String> {
     out
 }
 
+/// An Iceberg REST catalog on a free loopback port (`py/rest_catalog.py`: the REST protocol in
+/// front of PyIceberg's SQL catalog on `catalog_db`, named `catalog_name`), stopped on drop.
+/// Tables it holds read back with [`read_iceberg`] on the same file and name.
+pub struct RestCatalog {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RestCatalog {
+    /// Starts the catalog and waits (at most 30 s) until it listens.
+    pub fn start(catalog_db: &Path, catalog_name: &str, warehouse: &str) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/rest_catalog.py");
+        let port_file = catalog_db.with_extension("port");
+        let _ = std::fs::remove_file(&port_file);
+        let mut child = std::process::Command::new(python())
+            .arg(&script)
+            .arg(catalog_db)
+            .args([catalog_name, warehouse])
+            .arg(&port_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} (the REST catalog): {e}", python()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+            {
+                return RestCatalog { child, port };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the REST catalog exited at start: {status}");
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the REST catalog did not listen within 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RestCatalog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The Python with PyIceberg: `WEIR_PYTHON` (scripts/test.sh sets it) or the tools venv.
 fn python() -> String {
     std::env::var("WEIR_PYTHON").unwrap_or_else(|_| {
