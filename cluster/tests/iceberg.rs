@@ -231,6 +231,61 @@ fn through_a_rest_catalog_a_crash_before_the_commit_is_committed_once_by_the_res
 }
 
 #[test]
+fn restoring_an_older_checkpoint_into_the_same_table_says_what_will_be_appended_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    job(d, true);
+    let spec = std::fs::read_to_string(d.join("job.yaml")).unwrap();
+    // Keep every checkpoint, so that an early one can be restored; the tables only.
+    let spec = spec.replace("interval: 200ms,", "interval: 200ms, retain: 1000,");
+    let spec: String = spec
+        .lines()
+        .filter(|l| !l.contains("kind: file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(d.join("job.yaml"), spec).unwrap();
+    let out = wait(spawn(d, 2, false, None), Duration::from_secs(120));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids = checkpoint_ids(&table(d, "windows"));
+    assert!(ids.len() >= 3, "{ids:?}");
+    // The second checkpoint the table holds, restored into the same table.
+    let chk = format!("chk-{:020}", ids[1]);
+    let restored = common::weir()
+        .env("WEIR_LOG", "warn")
+        .args([
+            "run",
+            "job.yaml",
+            "--progress",
+            "never",
+            "--workers",
+            "2",
+            "--restore",
+        ])
+        .arg(&chk)
+        .current_dir(d)
+        .spawn()
+        .unwrap();
+    let out = wait(restored, Duration::from_secs(120));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let later = ids[ids.len() - 1];
+    assert!(
+        err.contains(&format!(
+            "table fraud.windows already holds checkpoint {later} of this job, later than the restored checkpoint {}",
+            ids[1]
+        )) && err.contains("appended again"),
+        "{err}"
+    );
+    // The latest one: no such warning.
+    let out = wait(spawn(d, 2, true, None), Duration::from_secs(120));
+    let err = stderr(&out);
+    assert!(
+        out.status.success() && !err.contains("appended again"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_catalog_that_is_not_there_is_an_error_naming_the_sink() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

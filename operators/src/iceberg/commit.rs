@@ -69,6 +69,26 @@ impl IcebergCommitter {
     }
 
     /// Appends batch `id` unless it is in the table already; true when it was appended now.
+    /// A run restored from checkpoint `restored` into a table that already holds a later
+    /// checkpoint of the same lineage (an older checkpoint or savepoint was restored, not the
+    /// newest): what was committed after `restored` will be appended again. Says so, once,
+    /// at start; the run goes on (the user asked for it).
+    pub fn warn_if_restored_behind(&self, restored: Epoch) {
+        let Ok(table) = self.handle.load() else {
+            return;
+        };
+        if let Some(last) = self.last_committed(&table).filter(|&c| c > restored) {
+            tracing::warn!(
+                "sink `{}`: table {} already holds checkpoint {last} of this job, later than the \
+                 restored checkpoint {restored}: what was committed after {restored} will be \
+                 appended again (restore `latest` to continue without repeating, or replay into \
+                 a shadow sink)",
+                self.sink,
+                self.handle.ident
+            );
+        }
+    }
+
     fn commit_files(&self, id: Epoch, files: &[String]) -> Result<bool, String> {
         let table = self.handle.load()?;
         if self.last_committed(&table).is_some_and(|c| c >= id) {

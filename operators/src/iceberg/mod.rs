@@ -79,6 +79,11 @@ pub fn iceberg_sink<'scope>(
         failures.clone(),
     );
     let committer = IcebergCommitter::new(handle, &config.job, &config.name, generation);
+    if let Some(restored) = checkpoints.as_ref().and_then(|c| c.restore.as_ref()) {
+        if worker == 0 {
+            committer.warn_if_restored_behind(restored.epoch());
+        }
+    }
     Ok(two_phase_sink(
         described.exchange(|_| 0),
         participant,
