@@ -61,22 +61,22 @@ fn timed_checkpointed_run(
 /// CPU time (user + sys) of this process's children that have ended and been waited for
 /// (`cutime` and `cstime` of `/proc/self/stat`).
 fn cpu_time_of_children() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat (Linux)");
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 =
-        fields[13].parse::<u64>().expect("cutime") + fields[14].parse::<u64>().expect("cstime");
-    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+    stat_cpu_time("self", 13).expect("/proc/self/stat (Linux)")
 }
 
 /// CPU time (user + sys, all threads) of process `pid` (or `self`) so far.
 fn process_cpu_time(pid: &str) -> Option<Duration> {
+    stat_cpu_time(pid, 11)
+}
+
+/// The sum of two adjacent tick counts of `/proc/<pid>/stat`, from field `first` after the
+/// parenthesised command name (11: utime and stime; 13: cutime and cstime).
+fn stat_cpu_time(pid: &str, first: usize) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        fields.get(first)?.parse::<u64>().ok()? + fields.get(first + 1)?.parse::<u64>().ok()?;
     Some(Duration::from_secs_f64(
         ticks as f64 / clock_ticks_per_second(),
     ))

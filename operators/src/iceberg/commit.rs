@@ -68,7 +68,6 @@ impl IcebergCommitter {
         found
     }
 
-    /// Appends batch `id` unless it is in the table already; true when it was appended now.
     /// A run restored from checkpoint `restored` into a table that already holds a later
     /// checkpoint of the same lineage (an older checkpoint or savepoint was restored, not the
     /// newest): what was committed after `restored` will be appended again. Says so, once,
@@ -89,6 +88,7 @@ impl IcebergCommitter {
         }
     }
 
+    /// Appends batch `id` unless it is in the table already; true when it was appended now.
     fn commit_files(&self, id: Epoch, files: &[String]) -> Result<bool, String> {
         let table = self.handle.load()?;
         if self.last_committed(&table).is_some_and(|c| c >= id) {

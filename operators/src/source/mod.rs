@@ -307,6 +307,15 @@ struct Partition {
     lag: Option<IntGauge>,
 }
 
+impl Partition {
+    /// Until when the partition waits, as of `now`: `None` when it is to be read (its wait is
+    /// over, or its client said input arrived).
+    fn waiting(&self, now: Instant) -> Option<Instant> {
+        self.waiting_until
+            .filter(|&t| t > now && !self.woken.load(Ordering::Acquire))
+    }
+}
+
 /// Records read per activation before yielding to the rest of the dataflow.
 const BATCH: usize = 4096;
 /// Time spent reading per activation before yielding.
@@ -500,7 +509,7 @@ pub fn source<'scope>(
                     next += 1;
                     visited += 1;
                     let p = &mut partitions[index];
-                    if p.done || (p.waiting_until.is_some_and(|t| t > now) && !p.woken.load(Ordering::Acquire)) {
+                    if p.done || p.waiting(now).is_some() {
                         continue;
                     }
                     // Cleared before reading: input that arrives during the read wakes it again.
@@ -658,9 +667,9 @@ pub fn source<'scope>(
             let mut ready = false;
             let mut wake: Option<Duration> = None;
             for p in partitions.iter().filter(|p| !p.done) {
-                match p.waiting_until {
-                    Some(t) if t > now && !p.woken.load(Ordering::Acquire) => wake = Some(wake.map_or(t - now, |w| w.min(t - now))),
-                    _ => ready = true,
+                match p.waiting(now) {
+                    Some(t) => wake = Some(wake.map_or(t - now, |w| w.min(t - now))),
+                    None => ready = true,
                 }
             }
             if ready && !behind && !stopped {
