@@ -425,3 +425,126 @@ fn sigusr1_takes_a_savepoint_that_retention_keeps() {
     assert!(manifest.contains("\"savepoint\": \"sp-"), "{manifest}");
     assert!(complete_checkpoints(&root) <= 4);
 }
+
+/// A windowed aggregate into one file, checkpointed every 200 ms and every checkpoint kept.
+fn file_job(dir: &Path) {
+    let spec = r#"
+name: older-restore
+tick: 50ms
+checkpoint: { interval: 200ms, store: store, retain: 1000 }
+sources:
+  payments:
+    kind: generator
+    stream: payments
+    events: 40000
+    rate: 16000
+    partitions: 4
+    seed: 42
+    event_time: { max_out_of_orderness: 2s }
+steps:
+  per_user: { from: payments, key: user_id, window: { kind: tumbling, size: 1m }, aggregates: { n: "count(*)" } }
+sinks:
+  per_user: { from: per_user, kind: file, path: out/per_user.jsonl }
+"#;
+    std::fs::write(dir.join("job.yaml"), spec).unwrap();
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn an_older_checkpoint_restored_after_the_completed_output_was_moved_away_writes_what_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    file_job(d);
+    let first = run(&["run", "job.yaml", "--workers", "2"], d);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let mut kept: Vec<String> = std::fs::read_dir(d.join("store/older-restore"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("_MANIFEST").exists())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    kept.sort();
+    assert!(kept.len() >= 4, "checkpoints: {kept:?}");
+    let older = kept[2].clone();
+    let restore = |d: &Path| {
+        common::wait(
+            weir()
+                .args(["run", "job.yaml", "--workers", "2", "--restore", &older])
+                .current_dir(d)
+                .spawn()
+                .expect("spawn weir"),
+            Duration::from_secs(60),
+        )
+    };
+
+    // The completed file is final: the restored run says so and ends.
+    let out = restore(d);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("out/per_user.jsonl is the final output of a run that completed"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Where the file cannot be opened at all (its directory is a file), worker 0 fails while
+    // it builds the dataflow: the run ends with the reason, its other worker does not wait.
+    std::fs::rename(d.join("out"), d.join("out-first")).unwrap();
+    std::fs::write(d.join("out"), "").unwrap();
+    let out = restore(d);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("sink `per_user`") && stderr(&out).contains("out"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(d.join("out")).unwrap();
+
+    // Moved away (with its marker), as the message says: a new file with what the restored
+    // run writes after the checkpoint — the tail of the first run's output.
+    let out = restore(d);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not there"), "{}", stderr(&out));
+    let all = sorted_lines(&d.join("out-first/per_user.jsonl"));
+    let after = sorted_lines(&d.join("out/per_user.jsonl"));
+    assert!(!after.is_empty() && after.len() < all.len());
+    let missing: Vec<&String> = after
+        .iter()
+        .filter(|l| all.binary_search(l).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lines the first run did not write: {missing:?}"
+    );
+}
+
+#[test]
+fn a_process_that_fails_ends_and_its_peer_ends_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    file_job(d);
+    // The file sink's directory is a file: process 0 fails while it builds its dataflow.
+    std::fs::write(d.join("out"), "").unwrap();
+    let (p0, p1) = spawn_two(d, 2, false);
+    let (p0, p1) = (
+        common::wait(p0, Duration::from_secs(60)),
+        common::wait(p1, Duration::from_secs(60)),
+    );
+    assert!(!p0.status.success());
+    assert!(
+        stderr(&p0).contains("sink `per_user`: cannot create directory"),
+        "{}",
+        stderr(&p0)
+    );
+    assert!(!p1.status.success());
+    assert!(
+        stderr(&p1).contains("process 1 lost its connection to process 0"),
+        "{}",
+        stderr(&p1)
+    );
+}

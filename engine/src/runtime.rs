@@ -139,6 +139,14 @@ where
 {
     cluster.validate()?;
     let config = cluster.timely_config();
+    // Each worker's end, as it happens: a failed worker of a computation over several
+    // processes must end this process (see below).
+    let (ended_tx, ended) = mpsc::channel::<(usize, Option<String>)>();
+    let func = move |worker: &mut Worker| {
+        let result = func(worker);
+        let _ = ended_tx.send((worker.index(), result.as_ref().err().cloned()));
+        result
+    };
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("weir-cluster-connect".into())
@@ -159,6 +167,22 @@ where
             )))
         }
     };
+    if cluster.processes() > 1 {
+        // Joining the workers also joins the network threads, which run as long as the other
+        // processes keep their connections: and those wait for this process's workers for
+        // ever. A failure ends this process instead (crash-only: the others lose their
+        // connection to it and end, and the job restarts from its last checkpoint).
+        for _ in 0..cluster.workers {
+            match ended.recv() {
+                Ok((worker, Some(message))) => {
+                    std::mem::forget(guards);
+                    return Err(RuntimeError::Worker { worker, message });
+                }
+                Ok((_, None)) => {}
+                Err(_) => break, // a worker panicked: its message comes from the join
+            }
+        }
+    }
     let first = cluster.process * cluster.workers;
     let mut results = Vec::with_capacity(cluster.workers);
     for (i, result) in guards.join().into_iter().enumerate() {

@@ -432,7 +432,17 @@ pub fn run(
         // Every source closes its epochs at the same instants (see `weir_engine::clock`).
         let mut ctx = ctx.clone();
         ctx.clock_anchor = Some(weir_engine::clock::agree_on_anchor(worker));
-        let probe = worker.dataflow::<Epoch, _, _>(|scope| build(scope, &plan, &ctx))?;
+        let probe = match worker.dataflow::<Epoch, _, _>(|scope| build(scope, &plan, &ctx)) {
+            Ok(probe) => probe,
+            Err(e) => {
+                // A dataflow half built on this worker would be stepped by timely for ever
+                // after this closure returns (the others wait for its operators): drop it,
+                // and tell this process's other workers to stop too.
+                worker_failures.report(e.clone());
+                drop_dataflows(worker);
+                return Err(e);
+            }
+        };
         let mut completer = durable
             .clone()
             .filter(|_| worker.index() == 0)
@@ -451,16 +461,12 @@ pub fn run(
                 }
             }
             if worker_failures.any() {
-                for dataflow in worker.installed_dataflows() {
-                    worker.drop_dataflow(dataflow);
-                }
+                drop_dataflows(worker);
                 return Err(worker_failures.first().unwrap_or_default());
             }
             if let Some(savepoint) = stop.as_mut().and_then(|s| s.done()) {
                 // Stopped with a savepoint that every sink of this process has committed.
-                for dataflow in worker.installed_dataflows() {
-                    worker.drop_dataflow(dataflow);
-                }
+                drop_dataflows(worker);
                 stopped_at.lock().expect("stop lock").replace(savepoint);
                 break;
             }
@@ -481,6 +487,14 @@ pub fn run(
         stats: stats.snapshot(),
         savepoint,
     })
+}
+
+/// Drops every dataflow of `worker`, so that timely does not step it after the worker's
+/// closure returns.
+fn drop_dataflows(worker: &mut timely::worker::Worker) {
+    for dataflow in worker.installed_dataflows() {
+        worker.drop_dataflow(dataflow);
+    }
 }
 
 /// Watches for the end of a stop with savepoint on one worker: the savepoint announced

@@ -75,6 +75,18 @@ impl SortedJsonFile {
         if marker.exists() {
             return Self::sealed(path);
         }
+        let no_times = fs::metadata(sidecar(path)).map_or(true, |m| m.len() == 0);
+        if !path.exists() && no_times {
+            // Moved away (the final output of a completed run, see `write_epoch`; a sealed
+            // file leaves an empty sidecar), or never there: a new file, with what the
+            // restored run writes after its checkpoint.
+            tracing::warn!(
+                "{} is not there: the restored run writes a new one, holding only what it \
+                 writes after the checkpoint it restored",
+                path.display()
+            );
+            return Self::create(path).map(Self::checkpointed);
+        }
         let Position {
             runs,
             bytes,
@@ -285,7 +297,8 @@ impl LineWriter for SortedJsonFile {
         if self.sealed {
             return Err(format!(
                 "{} is the final output of a run that completed; the restored run has more \
-                 to write: move the file away (and its marker {}) to write a new one",
+                 to write: move the file away (and its marker {}), and the restored run \
+                 writes a new one holding what it writes after its checkpoint",
                 self.path.display(),
                 merged_marker(&self.path).display()
             ));
@@ -382,6 +395,44 @@ mod tests {
         sink.write_epoch(&lines(&[(1, "a"), (9, "i")])).unwrap();
         sink.finish().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "a\ne\ni\n");
+    }
+
+    #[test]
+    fn a_completed_file_moved_away_is_written_anew_by_a_restored_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = SortedJsonFile::create(&path).unwrap().checkpointed();
+        sink.write_epoch(&[(5, "e".to_string())]).unwrap();
+        let position = sink.position().unwrap();
+        sink.write_epoch(&[(7, "g".to_string())]).unwrap();
+        sink.finish().unwrap();
+        // Restored over the completed file: it is final.
+        let mut sealed = SortedJsonFile::resume(&path, &position).unwrap();
+        let err = sealed.write_epoch(&[(7, "g".to_string())]).unwrap_err();
+        assert!(err.contains("move the file away"), "{err}");
+        drop(sealed);
+        fs::rename(&path, dir.path().join("first.jsonl")).unwrap();
+        fs::remove_file(merged_marker(&path)).unwrap();
+        let mut sink = SortedJsonFile::resume(&path, &position).unwrap();
+        sink.write_epoch(&[(7, "g".to_string())]).unwrap();
+        sink.finish().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "g\n");
+    }
+
+    #[test]
+    fn a_file_whose_sidecar_remains_cannot_be_resumed_without_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = SortedJsonFile::create(&path).unwrap();
+        sink.write_epoch(&[(5, "e".to_string())]).unwrap();
+        let position = sink.position().unwrap();
+        drop(sink); // the process died, and the file went
+        fs::remove_file(&path).unwrap();
+        let err = SortedJsonFile::resume(&path, &position).err().unwrap();
+        assert!(
+            err.contains("cannot resume") && err.contains("out.jsonl"),
+            "{err}"
+        );
     }
 
     #[test]
