@@ -58,6 +58,9 @@ fn cli(weir: &Path, url: &str, args: &[&str]) -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
 }
 
+/// Cumulative counts per bucket upper bound, in bound order.
+type Buckets = Vec<(f64, f64)>;
+
 /// Cumulative bucket counts of one histogram family for `operator`, summed over texts.
 fn buckets(texts: &[String], family: &str, operator: &str) -> Vec<(f64, f64)> {
     let mut out: Vec<(f64, f64)> = Vec::new();
@@ -89,6 +92,16 @@ fn buckets(texts: &[String], family: &str, operator: &str) -> Vec<(f64, f64)> {
     }
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
     out
+}
+
+/// The counts of `now` since `before` (cumulative buckets of the same histogram).
+fn minus(now: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    now.iter()
+        .map(|&(le, n)| {
+            let b = before.iter().find(|(l, _)| *l == le).map_or(0.0, |b| b.1);
+            (le, n - b)
+        })
+        .collect()
 }
 
 /// `histogram_quantile`: linear interpolation inside the bucket holding the quantile.
@@ -182,7 +195,9 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
                 .spawn()?,
         );
     }
-    // The input topic exists before the job starts reading its end.
+    // The input topic exists before the job starts reading its end (WEIR_BENCH_PARTITIONS
+    // partitions, 4 unless set).
+    let partitions = std::env::var("WEIR_BENCH_PARTITIONS").unwrap_or_else(|_| "4".to_string());
     let create = Command::new(&weir)
         .args([
             "gen",
@@ -193,7 +208,12 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
             "--brokers",
             &brokers,
         ])
-        .args(["--topic", "bench-latency-payments", "--partitions", "4"])
+        .args([
+            "--topic",
+            "bench-latency-payments",
+            "--partitions",
+            &partitions,
+        ])
         .output()?;
     if !create.status.success() {
         bail!("weir gen: {}", String::from_utf8_lossy(&create.stderr));
@@ -269,11 +289,40 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
         // The payment service hands each payment over at once: its batching is not weir's.
         .args(["-X", "linger.ms=5"])
         .stderr(Stdio::null())
-        .status()?;
+        .spawn()?;
+    // Every 2 s while the payments go out: the p99s of that interval, so a tail that comes
+    // from a few stalls shows apart from one that is always there.
+    let timeline = std::env::var_os("WEIR_BENCH_TIMELINE").is_some();
+    let mut gen = gen;
+    let mut last: Option<(Buckets, Buckets)> = None;
+    let mut intervals = Vec::new();
+    let mut next_look = Instant::now();
+    let (gen, produced_in) = loop {
+        if let Some(status) = gen.try_wait()? {
+            break (status, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        if !timeline || Instant::now() < next_look {
+            continue;
+        }
+        next_look += Duration::from_secs(2);
+        let texts: Vec<String> = metrics.iter().filter_map(|a| scrape(a).ok()).collect();
+        let now = (
+            buckets(&texts, "weir_event_latency_seconds", "alerts"),
+            buckets(&texts, "weir_source_event_lag_seconds", "source.payments"),
+        );
+        if let Some((alert, read)) = &last {
+            intervals.push((
+                started.elapsed().as_secs_f64(),
+                quantile(0.99, &minus(&now.0, alert)),
+                quantile(0.99, &minus(&now.1, read)),
+            ));
+        }
+        last = Some(now);
+    };
     if !gen.success() {
         bail!("weir gen failed");
     }
-    let produced_in = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let texts: Vec<String> = metrics
         .iter()
@@ -330,6 +379,13 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
         ms(quantile(0.5, &processing)),
         ms(quantile(0.99, &processing))
     );
+    for (at, alert, read) in intervals {
+        println!(
+            "  until {at:5.1} s: event → alert p99 {}, event → read p99 {}",
+            ms(alert),
+            ms(read)
+        );
+    }
     let _ = cli(&weir, &url, &["cancel", &id]);
     drop(procs);
     drop(broker);

@@ -85,6 +85,9 @@ pub struct BuildContext {
     pub generation: u64,
 }
 
+/// How much time of unfinished epochs downstream sources allow before they pause reading.
+const INFLIGHT_TIME: std::time::Duration = std::time::Duration::from_millis(80);
+
 impl BuildContext {
     /// A context without state snapshots.
     pub fn new(stats: Arc<JobStats>, failures: Failures) -> Self {
@@ -273,7 +276,11 @@ pub fn build<'scope>(
             max_out_of_orderness: source_plan.max_out_of_orderness,
             idle_timeout: source_plan.idle_timeout,
             on_error: source_plan.on_error,
-            max_inflight_epochs: ctx.max_inflight_epochs,
+            // At least `max_inflight_epochs`, and at least 80 ms of epochs: a bound in epochs
+            // alone makes short ticks pause reading at every hiccup downstream.
+            max_inflight_epochs: ctx
+                .max_inflight_epochs
+                .max((INFLIGHT_TIME.as_nanos() / plan.tick.as_nanos().max(1)) as u64),
             checkpoints: ctx
                 .durable
                 .as_ref()

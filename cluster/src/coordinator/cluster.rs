@@ -46,6 +46,9 @@ pub struct Cluster {
     /// Jobs changed since the store last saw them.
     dirty: BTreeSet<String>,
     next_seq: u64,
+    /// Per worker, where the search for a free port starts next: ports go round the worker's
+    /// range, so a restart does not take again a port that something else now holds.
+    next_port: HashMap<String, u16>,
 }
 
 impl Cluster {
@@ -60,6 +63,7 @@ impl Cluster {
             timings,
             dirty: BTreeSet::new(),
             next_seq,
+            next_port: HashMap::new(),
         }
     }
 
@@ -251,7 +255,7 @@ impl Cluster {
 
     /// Places `processes` processes on live workers, spreading them: each goes to the worker
     /// with the most free slots. `Err` says what is missing.
-    fn place(&self, processes: usize) -> Result<Vec<Placed>, String> {
+    fn place(&mut self, processes: usize) -> Result<Vec<Placed>, String> {
         let mut free: Vec<(String, usize, BTreeSet<u16>)> = self
             .workers
             .iter()
@@ -280,9 +284,15 @@ impl Cluster {
                 .expect("enough free slots");
             *slots -= 1;
             let w = &self.workers[id.as_str()];
+            let (first, last) = w.ports;
+            let next = self.next_port.entry(id.clone()).or_insert(first);
             let mut take = || {
-                let port = (w.ports.0..=w.ports.1).find(|p| !ports.contains(p))?;
+                let start = (*next).clamp(first, last);
+                let port = (start..=last)
+                    .chain(first..start)
+                    .find(|p| !ports.contains(p))?;
                 ports.insert(port);
+                *next = if port >= last { first } else { port + 1 };
                 Some(format!("{}:{port}", w.host))
             };
             let (Some(data_addr), Some(metrics_addr)) = (take(), take()) else {
@@ -549,4 +559,55 @@ enum Health {
     Fine,
     AllExited,
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(cluster: &mut Cluster, ports: (u16, u16)) {
+        cluster.heartbeat(Heartbeat {
+            worker: "w".into(),
+            addr: "127.0.0.1:9000".into(),
+            slots: 4,
+            port_min: ports.0,
+            port_max: ports.1,
+            processes: Vec::new(),
+        });
+    }
+
+    #[test]
+    fn placements_go_round_the_port_range_so_a_restart_takes_other_ports() {
+        let mut cluster = Cluster::new(
+            Vec::new(),
+            Timings {
+                worker_timeout: Duration::from_secs(10),
+            },
+        );
+        worker(&mut cluster, (9001, 9006));
+        let addrs = |placed: Vec<Placed>| -> Vec<String> {
+            placed
+                .into_iter()
+                .flat_map(|p| [p.data_addr, p.metrics_addr])
+                .collect()
+        };
+        // Nothing placed is kept (a run that failed at once): the next run still moves on,
+        // in case the port it failed on is held by something outside weir.
+        let first = addrs(cluster.place(1).unwrap());
+        assert_eq!(first, ["127.0.0.1:9001", "127.0.0.1:9002"]);
+        // A heartbeat re-registers the worker: the rotation goes on.
+        worker(&mut cluster, (9001, 9006));
+        let second = addrs(cluster.place(1).unwrap());
+        assert_eq!(second, ["127.0.0.1:9003", "127.0.0.1:9004"]);
+        let third = addrs(cluster.place(2).unwrap());
+        assert_eq!(
+            third,
+            [
+                "127.0.0.1:9005",
+                "127.0.0.1:9006",
+                "127.0.0.1:9001",
+                "127.0.0.1:9002"
+            ]
+        );
+    }
 }
