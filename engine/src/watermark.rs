@@ -101,9 +101,10 @@ impl LocalWatermark {
 
 /// Turns local watermark reports into the global watermark stream.
 pub trait GlobalWatermark<'scope> {
-    /// Broadcasts every worker's reports and emits, at each epoch where it advances, the
-    /// minimum over all workers' latest reports, idle workers left out (when every worker is
-    /// idle the watermark holds). The output is identical on every worker.
+    /// Broadcasts every worker's reports and emits, at each epoch with reports, the minimum
+    /// over all workers' latest reports, idle workers left out (when every worker is idle the
+    /// watermark holds). Sources report each epoch once, when they close it. The output is
+    /// identical on every worker, and in epoch order.
     ///
     /// # Examples
     /// ```
@@ -142,8 +143,19 @@ impl<'scope> GlobalWatermark<'scope> for StreamVec<'scope, Epoch, LocalWatermark
                         }
                     });
                     // Fold complete epochs in order, so that every worker folds the same reports.
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
+                    // An epoch is complete once the frontier has passed it, or as soon as every
+                    // worker's report for it is in: sources report once per epoch, when they
+                    // close it, in epoch order on one channel per worker, so every report of
+                    // that epoch and of the ones before is in too (one progress round sooner).
+                    while let Some(mut entry) = pending.first_entry() {
+                        let (_, reports) = entry.get_mut();
+                        reports.sort_by_key(|r| r.worker);
+                        let all_in = reports.len() == peers
+                            && reports
+                                .iter()
+                                .enumerate()
+                                .all(|(i, r)| r.worker as usize == i);
+                        if frontier.less_equal(entry.key()) && !all_in {
                             break;
                         }
                         let (cap, reports) = entry.remove();
@@ -155,8 +167,10 @@ impl<'scope> GlobalWatermark<'scope> for StreamVec<'scope, Epoch, LocalWatermark
                         let min = (0..peers).filter(|&w| !idle[w]).map(|w| latest[w]).min();
                         if let Some(min) = min.filter(|&m| m > current) {
                             current = min;
-                            output.session(&cap).give(current);
                         }
+                        // Every folded epoch, advanced or not: downstream knows the epoch's
+                        // watermark is final without waiting for this operator's frontier.
+                        output.session(&cap).give(current);
                     }
                 }
             })
@@ -270,7 +284,7 @@ impl PendingWatermarks {
 #[cfg(test)]
 mod tests {
     use timely::dataflow::operators::capture::Extract;
-    use timely::dataflow::operators::{Capture, Input, Probe};
+    use timely::dataflow::operators::{Capture, Input, Inspect, Probe};
     use timely::dataflow::InputHandleVec;
 
     use super::*;
@@ -335,5 +349,63 @@ mod tests {
             );
         }
         assert_eq!(results.len(), 3);
+    }
+
+    /// Steps `worker` until `done` or 2 000 steps, each parked at most 1 ms.
+    fn step_until(worker: &mut timely::worker::Worker, mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..2000 {
+            if done() {
+                return true;
+            }
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+        }
+        done()
+    }
+
+    #[test]
+    fn an_epoch_whose_reports_are_all_in_folds_before_its_frontier_passes() {
+        let (send, recv) = std::sync::mpsc::channel();
+        let send = std::sync::Mutex::new(send);
+        timely::execute(timely::Config::process(2), move |worker| {
+            let index = worker.index() as u32;
+            let mut input = InputHandleVec::<Epoch, LocalWatermark>::new();
+            let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let sink = seen.clone();
+            let probe = timely::dataflow::ProbeHandle::new();
+            worker.dataflow(|scope| {
+                scope
+                    .input_from(&mut input)
+                    .global_watermark("wm")
+                    .inspect(move |wm| sink.borrow_mut().push(*wm))
+                    .probe_with(&probe);
+            });
+            // Epoch 0: only worker 0 reports, and the input stays open at 0: not complete.
+            if index == 0 {
+                input.send(LocalWatermark::new(0, 10));
+                input.flush();
+            }
+            let early = step_until(worker, || !seen.borrow().is_empty());
+            // Worker 1 reports too, still at the open epoch 0: every report is in.
+            if index == 1 {
+                input.send(LocalWatermark::new(1, 20));
+                input.flush();
+            }
+            let folded = step_until(worker, || !seen.borrow().is_empty());
+            let got = seen.borrow().clone();
+            // Folded while epoch 0 is still open everywhere.
+            let open = probe.less_equal(&0);
+            input.close();
+            worker.step_while(|| !probe.done());
+            send.lock()
+                .unwrap()
+                .send((early, folded && open, got))
+                .unwrap();
+        })
+        .unwrap();
+        for (early, folded, got) in recv.iter() {
+            assert!(!early, "folded with one report of two: {got:?}");
+            assert!(folded, "not folded once both reports were in");
+            assert_eq!(got, vec![10]);
+        }
     }
 }

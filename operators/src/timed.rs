@@ -126,6 +126,11 @@ pub fn timed_operator<'scope, L: TimedLogic>(
         // state for it is durable.
         let mut hold: Vec<Capability<Epoch>> = initial_caps;
         let mut watermarks = PendingWatermarks::default();
+        // The latest epoch a watermark arrived for: the watermark stream is in epoch order
+        // (one per epoch whose reports are all in, see `global_watermark`), so the watermark
+        // of every epoch up to it is known without waiting for that input's frontier — one
+        // progress round between workers less before a complete epoch fires.
+        let mut wm_seen: Option<Epoch> = None;
         // Records of epochs after a pending checkpoint wait here until it is taken; the
         // capability is for the late output of the record's input.
         type Stash = BTreeMap<(Epoch, usize), (Capability<Epoch>, Vec<Event>)>;
@@ -138,6 +143,9 @@ pub fn timed_operator<'scope, L: TimedLogic>(
             let mut late_outs: Vec<_> = late_outs.iter_mut().map(|o| o.activate()).collect();
 
             wm_in.for_each_stamp(|cap, data| {
+                if let Some(&e) = cap.least() {
+                    wm_seen = wm_seen.max(Some(e));
+                }
                 if let Some(cap) = cap.retain_least(0) {
                     for batch in data {
                         for wm in batch.drain(..) {
@@ -183,7 +191,11 @@ pub fn timed_operator<'scope, L: TimedLogic>(
             // pending checkpoint once its epoch is complete, then release the records held
             // back for it. After the inputs end nothing is checkpointed.
             let running = frontiers.iter().any(|f| !f.frontier().is_empty());
-            let complete = |e: &Epoch| frontiers.iter().all(|f| !f.less_equal(e));
+            let (data_frontiers, wm_frontier) = frontiers.split_at(sides);
+            let complete = |e: &Epoch| {
+                data_frontiers.iter().all(|f| !f.less_equal(e))
+                    && (!wm_frontier[0].less_equal(e) || wm_seen.is_some_and(|s| s >= *e))
+            };
             loop {
                 let next_wm = watermarks.next_epoch().filter(|e| complete(e));
                 // Once the inputs have ended no checkpoint is taken: what waits (watermarks,

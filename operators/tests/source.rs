@@ -136,8 +136,8 @@ fn the_watermark_waits_for_the_slowest_partition_then_reaches_the_end() {
     // While the short partition waits, it holds the watermark at its own: 90 - 5.
     assert!(values.contains(&85), "{values:?}");
     assert!(
-        values.windows(2).all(|w| w[0] < w[1]),
-        "watermarks only advance: {values:?}"
+        values.windows(2).all(|w| w[0] <= w[1]),
+        "watermarks never go back: {values:?}"
     );
 }
 

@@ -432,7 +432,6 @@ pub fn source<'scope>(
         let metrics = metrics_stats;
         metrics.metrics().epoch_opened(epoch);
         let mut reported = i64::MIN;
-        let mut reported_idle = false;
         let mut events_buf: Vec<Event> = Vec::with_capacity(BATCH);
         let mut bad_buf: Vec<BadInput> = Vec::new();
         let mut next = 0usize;
@@ -601,13 +600,13 @@ pub fn source<'scope>(
             } else {
                 (active.iter().map(|p| p.watermark.current()).min().unwrap_or(WATERMARK_END), false)
             };
-            if !stopped && (local > reported || idle != reported_idle) {
-                reported = reported.max(local);
-                reported_idle = idle;
-                let report = LocalWatermark { worker, watermark: reported, idle };
-                wm_out.activate().session(&held[2]).give(report);
-            }
+            reported = reported.max(local);
+            let report = LocalWatermark { worker, watermark: reported, idle };
             if ended {
+                // The last report, at the open epoch (no other report is made at it).
+                if !stopped {
+                    wm_out.activate().session(&held[2]).give(report);
+                }
                 if let Some(c) = &config.checkpoints {
                     // Where the input ended goes into the run's final checkpoint; scheduled
                     // checkpoints after this are not taken.
@@ -643,8 +642,14 @@ pub fn source<'scope>(
                     }
                     in_flight = Some(epoch);
                 }
+                // One report per epoch, when it closes: the global watermark completes an epoch
+                // as soon as every worker's report for it is in.
+                if !stopped {
+                    wm_out.activate().session(&held[2]).give(report);
+                }
                 closed.push_back(epoch);
                 epoch += 1;
+                held[2].downgrade(&epoch);
             }
             if epoch > from {
                 for p in partitions.iter_mut() {
