@@ -53,6 +53,12 @@ if ! "$tools/venv/bin/python" -c 'import pyiceberg, pyarrow, sqlalchemy' >/dev/n
   echo "installing pyiceberg (PyPI) into $tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "pyiceberg[sql-sqlite,pyarrow]==0.12.*"
 fi
+# moto's S3 server: the s3:// checkpoint store is tested against it.
+if [ ! -x "$tools/venv/bin/moto_server" ]; then
+  echo "installing moto[server] (PyPI) into $tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.1.*"
+fi
+export WEIR_MOTO_SERVER="$tools/venv/bin/moto_server"
 export WEIR_PYTHON="$tools/venv/bin/python"
 # The server itself, not the Python launcher: the launcher answers Ctrl-C by killing the
 # server before it writes its data, and the tests restart brokers.
@@ -73,6 +79,10 @@ cargo test --workspace --locked --no-fail-fast
 step "the hdfs:// checkpoint store (feature hdfs: builds hdfs-native; no NameNode can run here)"
 cargo clippy -p weir-engine --features hdfs --all-targets --locked -- -D warnings
 cargo test -p weir-engine --features hdfs --locked --lib store
+
+step "the s3:// checkpoint store (feature s3), against moto's S3 server on loopback"
+cargo clippy -p weir-engine --features s3 --all-targets --locked -- -D warnings
+cargo test -p weir-engine --features s3 --locked --lib store
 
 step "README run command (embedded default, no servers)"
 out=$(mktemp -d)

@@ -1,8 +1,9 @@
 //! Durable storage addressed by URL: where checkpoints (and sinks' staged files) live.
 //!
 //! One interface over [`object_store`]: `file:///abs/path` (local disk, the embedded default),
-//! `memory://` (tests), and `hdfs://namenode:port/path` through hdfs-native (cargo feature
-//! `hdfs` of weir-engine). Every write is atomic — a reader sees the whole object or none (local
+//! `memory://` (tests), `hdfs://namenode:port/path` through hdfs-native (cargo feature `hdfs`
+//! of weir-engine), and `s3://bucket/prefix` through object_store's S3 client (feature `s3`;
+//! configured from `AWS_*` variables, `AWS_ENDPOINT` for S3-compatible servers). Every write is atomic — a reader sees the whole object or none (local
 //! disk writes a temporary file and renames it) — and [`Store::put_new`] creates an object only
 //! if it does not exist yet (commit markers). Calls are synchronous for the dataflow's threads,
 //! driven on a small shared tokio runtime, and bounded in time: an unreachable store is an
@@ -61,7 +62,10 @@ impl Store {
             message,
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            err("expected file:///path, hdfs://namenode:port/path or memory://".into())
+            err(
+                "expected file:///path, hdfs://namenode:port/path, s3://bucket/path or memory://"
+                    .into(),
+            )
         })?;
         let (inner, root): (Arc<dyn ObjectStore>, Path) = match scheme {
             "file" => {
@@ -82,9 +86,10 @@ impl Store {
                 Path::from(rest),
             ),
             "hdfs" | "viewfs" => Self::hdfs(url, rest).map_err(err)?,
+            "s3" => Self::s3(rest).map_err(err)?,
             other => {
                 return Err(err(format!(
-                    "unknown scheme `{other}`: expected file, hdfs or memory"
+                    "unknown scheme `{other}`: expected file, hdfs, s3 or memory"
                 )))
             }
         };
@@ -110,6 +115,30 @@ impl Store {
             .build()
             .map_err(|e| e.to_string())?;
         Ok((Arc::new(store), Path::from(path)))
+    }
+
+    /// `s3://bucket/prefix`, configured from the environment as the AWS tools are:
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and for S3-compatible
+    /// servers `AWS_ENDPOINT` (with `AWS_ALLOW_HTTP=true` for plain http).
+    #[cfg(feature = "s3")]
+    fn s3(rest: &str) -> Result<(Arc<dyn ObjectStore>, Path), String> {
+        let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err("expected s3://bucket/path".into());
+        }
+        // TLS through rustls with ring: installed once as the process's provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _guard = crate::io::runtime().enter();
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok((Arc::new(store), Path::from(path)))
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn s3(_rest: &str) -> Result<(Arc<dyn ObjectStore>, Path), String> {
+        Err("this build has no S3 support: build weir with `--features s3`".into())
     }
 
     #[cfg(not(feature = "hdfs"))]
@@ -321,27 +350,32 @@ mod tests {
     #[test]
     fn objects_are_written_read_listed_and_deleted() {
         for (store, _dir) in stores() {
-            assert_eq!(store.get("a/b").unwrap(), None, "{store:?}");
-            store.put("job/chk-1/x", b"one".to_vec()).unwrap();
-            store.put("job/chk-1/y/z", b"two!".to_vec()).unwrap();
-            store.put("job/chk-2/x", b"3".to_vec()).unwrap();
-            store.put("job/chk-1/x", b"uno".to_vec()).unwrap();
-            assert_eq!(store.get("job/chk-1/x").unwrap().unwrap(), b"uno");
-            assert_eq!(
-                store.list("job/chk-1").unwrap(),
-                vec![
-                    ("job/chk-1/x".to_string(), 3),
-                    ("job/chk-1/y/z".to_string(), 4)
-                ]
-            );
-            assert_eq!(store.list_dirs("job").unwrap(), vec!["chk-1", "chk-2"]);
-            assert!(store.put_new("job/chk-2/_M", b"m".to_vec()).unwrap());
-            assert!(!store.put_new("job/chk-2/_M", b"other".to_vec()).unwrap());
-            assert_eq!(store.get("job/chk-2/_M").unwrap().unwrap(), b"m");
-            store.delete_all("job/chk-1").unwrap();
-            assert_eq!(store.list_dirs("job").unwrap(), vec!["chk-2"]);
-            assert!(store.list("job/chk-1").unwrap().is_empty());
+            exercise(&store);
         }
+    }
+
+    /// Writes, reads, lists and deletes through `store`, as checkpoints do.
+    fn exercise(store: &Store) {
+        assert_eq!(store.get("a/b").unwrap(), None, "{store:?}");
+        store.put("job/chk-1/x", b"one".to_vec()).unwrap();
+        store.put("job/chk-1/y/z", b"two!".to_vec()).unwrap();
+        store.put("job/chk-2/x", b"3".to_vec()).unwrap();
+        store.put("job/chk-1/x", b"uno".to_vec()).unwrap();
+        assert_eq!(store.get("job/chk-1/x").unwrap().unwrap(), b"uno");
+        assert_eq!(
+            store.list("job/chk-1").unwrap(),
+            vec![
+                ("job/chk-1/x".to_string(), 3),
+                ("job/chk-1/y/z".to_string(), 4)
+            ]
+        );
+        assert_eq!(store.list_dirs("job").unwrap(), vec!["chk-1", "chk-2"]);
+        assert!(store.put_new("job/chk-2/_M", b"m".to_vec()).unwrap());
+        assert!(!store.put_new("job/chk-2/_M", b"other".to_vec()).unwrap());
+        assert_eq!(store.get("job/chk-2/_M").unwrap().unwrap(), b"m");
+        store.delete_all("job/chk-1").unwrap();
+        assert_eq!(store.list_dirs("job").unwrap(), vec!["chk-2"]);
+        assert!(store.list("job/chk-1").unwrap().is_empty());
     }
 
     #[test]
@@ -357,6 +391,99 @@ mod tests {
             let e = Store::open("hdfs://nn:9000/weir").unwrap_err();
             assert!(e.to_string().contains("--features hdfs"), "{e}");
         }
+        #[cfg(not(feature = "s3"))]
+        {
+            let e = Store::open("s3://bucket/weir").unwrap_err();
+            assert!(e.to_string().contains("--features s3"), "{e}");
+        }
+    }
+
+    /// An S3-protocol server (moto, from PyPI) on a free loopback port, stopped on drop.
+    #[cfg(feature = "s3")]
+    struct S3Server(std::process::Child, u16);
+
+    #[cfg(feature = "s3")]
+    impl S3Server {
+        fn start() -> S3Server {
+            let server = std::env::var("WEIR_MOTO_SERVER").unwrap_or_else(|_| {
+                format!(
+                    "{}/.cache/weir-tools/venv/bin/moto_server",
+                    std::env::var("HOME").unwrap_or_default()
+                )
+            });
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = std::process::Command::new(&server)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("{server}: {e} (scripts/test.sh installs moto[server])")
+                });
+            let server = S3Server(child, port);
+            let started = std::time::Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "moto did not start"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            server
+        }
+
+        /// Creates `bucket` (one unsigned PUT, which moto accepts).
+        fn create_bucket(&self, bucket: &str) {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", self.1)).unwrap();
+            write!(
+                c,
+                "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n",
+                self.1
+            )
+            .unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+    }
+
+    #[cfg(feature = "s3")]
+    impl Drop for S3Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn an_s3_store_behaves_as_the_local_one() {
+        let server = S3Server::start();
+        server.create_bucket("weir-test");
+        for (key, value) in [
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.1)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "weir".into()),
+            ("AWS_SECRET_ACCESS_KEY", "weir".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ] {
+            std::env::set_var(key, value);
+        }
+        let store = Store::open("s3://weir-test/some/prefix")
+            .unwrap()
+            .with_timeout(Duration::from_secs(20));
+        exercise(&store);
+        // A bucket that is not there: a clear error naming the store, not a hang.
+        let missing = Store::open("s3://no-such-bucket/x")
+            .unwrap()
+            .with_timeout(Duration::from_secs(20));
+        let e = missing.put("a", b"b".to_vec()).unwrap_err();
+        assert!(e.to_string().contains("s3://no-such-bucket/x"), "{e}");
     }
 
     #[cfg(feature = "hdfs")]
