@@ -366,6 +366,7 @@ mod tests {
     fn an_epoch_whose_reports_are_all_in_folds_before_its_frontier_passes() {
         let (send, recv) = std::sync::mpsc::channel();
         let send = std::sync::Mutex::new(send);
+        let barrier = std::sync::Barrier::new(2);
         timely::execute(timely::Config::process(2), move |worker| {
             let index = worker.index() as u32;
             let mut input = InputHandleVec::<Epoch, LocalWatermark>::new();
@@ -385,6 +386,8 @@ mod tests {
                 input.flush();
             }
             let early = step_until(worker, || !seen.borrow().is_empty());
+            // Both workers have looked before the second report goes.
+            barrier.wait();
             // Worker 1 reports too, still at the open epoch 0: every report is in.
             if index == 1 {
                 input.send(LocalWatermark::new(1, 20));
