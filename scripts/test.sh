@@ -81,8 +81,9 @@ cargo clippy -p weir-engine --features hdfs --all-targets --locked -- -D warning
 cargo test -p weir-engine --features hdfs --locked --lib store
 
 step "the s3:// checkpoint store (feature s3), against moto's S3 server on loopback"
-cargo clippy -p weir-engine --features s3 --all-targets --locked -- -D warnings
+cargo clippy -p weir-engine -p weir-cluster --features weir-engine/s3 --all-targets --locked -- -D warnings
 cargo test -p weir-engine --features s3 --locked --lib store
+cargo test -p weir-cluster --features s3 --locked --test checkpoints checkpoints_in_s3
 
 step "README run command (embedded default, no servers)"
 out=$(mktemp -d)

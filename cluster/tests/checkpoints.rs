@@ -548,3 +548,81 @@ fn a_process_that_fails_ends_and_its_peer_ends_with_it() {
         stderr(&p1)
     );
 }
+
+/// Checkpoints in S3 (moto's server on loopback): a run killed with SIGKILL after its first
+/// checkpoints and restored from the newest one (at another worker count) writes the files of
+/// a run that never failed.
+#[cfg(feature = "s3")]
+#[test]
+fn checkpoints_in_s3_restore_a_killed_run_to_the_outputs_of_one_without_failure() {
+    let server = weir_tests::S3Server::start();
+    server.create_bucket("weir-checkpoints");
+    let spec = |dir: &Path| {
+        file_job(dir);
+        let path = dir.join("job.yaml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "store: store, retain: 1000",
+            "store: \"s3://weir-checkpoints/runs\", retain: 3",
+        );
+        std::fs::write(&path, text).unwrap();
+    };
+    let reference = tempfile::tempdir().unwrap();
+    file_job(reference.path());
+    let out = run(&["run", "job.yaml", "--workers", "2"], reference.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    spec(d);
+    let start = |workers: &str, restore: bool| {
+        let mut c = weir();
+        c.args(["run", "job.yaml", "--workers", workers])
+            .env("WEIR_LOG", "warn,weir_jobs=info")
+            .current_dir(d);
+        if restore {
+            c.args(["--restore", "latest"]);
+        }
+        for (k, v) in server.env() {
+            c.env(k, v);
+        }
+        c.spawn().expect("spawn weir")
+    };
+    let mut child = start("2", false);
+    // Killed once its log says two checkpoints completed (they are in S3: nothing on disk).
+    let (lines, completed) = std::sync::mpsc::channel();
+    let reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufRead::lines(reader).map_while(Result::ok) {
+            if line.contains("checkpoint") && line.contains("complete:") {
+                let _ = lines.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    for _ in 0..2 {
+        completed
+            .recv_timeout(Duration::from_secs(60))
+            .expect("two checkpoints in S3 within a minute");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log.join().unwrap();
+    let out = common::wait(start("3", true), Duration::from_secs(120));
+    let err = stderr(&out);
+    assert!(
+        out.status.success(),
+        "first run:\n{log}\nrestored run:\n{err}"
+    );
+    assert!(
+        err.contains("resuming job `older-restore` from checkpoint"),
+        "the restored run did not resume from S3:\n{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/per_user.jsonl")).unwrap(),
+        std::fs::read_to_string(reference.path().join("out/per_user.jsonl")).unwrap(),
+        "the restored run's file differs from a run without failure"
+    );
+}

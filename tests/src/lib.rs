@@ -419,6 +419,74 @@ impl Drop for RestCatalog {
     }
 }
 
+/// An S3-protocol server (moto's `moto_server`, PyPI) on a free loopback port, stopped when
+/// dropped. The binary is `$WEIR_MOTO_SERVER`, else the tools venv's (scripts/test.sh).
+pub struct S3Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl S3Server {
+    /// Starts the server and waits (at most 30 s) until it listens.
+    pub fn start() -> Self {
+        let server = std::env::var("WEIR_MOTO_SERVER").unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            format!("{home}/.cache/weir-tools/venv/bin/moto_server")
+        });
+        let port = free_port();
+        let child = std::process::Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{server}: {e} (scripts/test.sh installs moto[server])"));
+        let server = S3Server { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// Creates `bucket` (an unsigned PUT, which moto accepts).
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            c,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.port
+        )
+        .expect("write");
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// The environment an S3 client of this server needs (`AWS_*`).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "weir".into()),
+            ("AWS_SECRET_ACCESS_KEY", "weir".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The Python with PyIceberg: `WEIR_PYTHON` (scripts/test.sh sets it) or the tools venv.
 fn python() -> String {
     std::env::var("WEIR_PYTHON").unwrap_or_else(|_| {

@@ -374,9 +374,9 @@ pub fn plan(spec: &JobSpec) -> Result<Plan, SpecErrors> {
                 format!("file://{}", path.display())
             }
             Some(("file", rest)) if rest.starts_with('/') => c.store.clone(),
-            Some(("hdfs" | "viewfs", _)) | Some(("memory", _)) => c.store.clone(),
+            Some(("hdfs" | "viewfs" | "s3" | "memory", _)) => c.store.clone(),
             Some(_) => {
-                errors.push(SpecError::new("checkpoint.store", format!("`{}` is not a store URL: expected file:///absolute/path, hdfs://namenode:port/path or a local directory", c.store)));
+                errors.push(SpecError::new("checkpoint.store", format!("`{}` is not a store URL: expected file:///absolute/path, hdfs://namenode:port/path, s3://bucket/path or a local directory", c.store)));
                 return None;
             }
         };
