@@ -549,31 +549,47 @@ fn a_process_that_fails_ends_and_its_peer_ends_with_it() {
     );
 }
 
-/// Checkpoints in S3 (moto's server on loopback): a run killed with SIGKILL after its first
-/// checkpoints and restored from the newest one (at another worker count) writes the files of
-/// a run that never failed.
+/// Checkpoints and an Iceberg warehouse in S3 (moto's server on loopback): a run killed with
+/// SIGKILL after its first checkpoints and restored from the newest one (at another worker
+/// count) writes the file, and the table (read by PyIceberg from S3), of a run that never
+/// failed on local disk.
 #[cfg(feature = "s3")]
 #[test]
 fn checkpoints_in_s3_restore_a_killed_run_to_the_outputs_of_one_without_failure() {
     let server = weir_tests::S3Server::start();
     server.create_bucket("weir-checkpoints");
-    let spec = |dir: &Path| {
+    // The file-sink job, plus an Iceberg table in `warehouse`, checkpointing to `store`.
+    let spec = |dir: &Path, store: &str, warehouse: &str| {
         file_job(dir);
         let path = dir.join("job.yaml");
-        let text = std::fs::read_to_string(&path).unwrap().replace(
-            "store: store, retain: 1000",
-            "store: \"s3://weir-checkpoints/runs\", retain: 3",
+        let table = format!(
+            "sinks:\n  table: {{ from: per_user, kind: iceberg, catalog: \"sqlite://{}/catalog.db\", \
+             warehouse: \"{warehouse}\", table: s3.per_user }}\n",
+            dir.display()
         );
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(
+                "store: store, retain: 1000",
+                &format!("store: \"{store}\", retain: 3"),
+            )
+            .replace("sinks:\n", &table);
         std::fs::write(&path, text).unwrap();
     };
     let reference = tempfile::tempdir().unwrap();
-    file_job(reference.path());
-    let out = run(&["run", "job.yaml", "--workers", "2"], reference.path());
+    let r = reference.path();
+    let local_warehouse = format!("file://{}/warehouse", r.display());
+    spec(r, "store", &local_warehouse);
+    let out = run(&["run", "job.yaml", "--workers", "2"], r);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    spec(d);
+    spec(
+        d,
+        "s3://weir-checkpoints/runs",
+        "s3://weir-checkpoints/warehouse",
+    );
     let start = |workers: &str, restore: bool| {
         let mut c = weir();
         c.args(["run", "job.yaml", "--workers", workers])
@@ -625,4 +641,24 @@ fn checkpoints_in_s3_restore_a_killed_run_to_the_outputs_of_one_without_failure(
         std::fs::read_to_string(reference.path().join("out/per_user.jsonl")).unwrap(),
         "the restored run's file differs from a run without failure"
     );
+    // The table in S3, read by PyIceberg through the same server, equals the reference's.
+    let in_s3 = weir_tests::read_iceberg_with(
+        &d.join("catalog.db"),
+        "weir",
+        "s3://weir-checkpoints/warehouse",
+        "s3.per_user",
+        &server.env(),
+    );
+    let local = read_iceberg(
+        &r.join("catalog.db"),
+        "weir",
+        &local_warehouse,
+        "s3.per_user",
+    );
+    assert!(!local.rows.is_empty());
+    assert_eq!(in_s3.canonical_rows(), local.canonical_rows());
+    assert!(in_s3
+        .files
+        .iter()
+        .all(|f| f.starts_with("s3://weir-checkpoints/warehouse/")));
 }

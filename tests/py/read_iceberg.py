@@ -8,6 +8,7 @@ snapshots (id, parent, summary) in commit order, and the partition spec.
 
 import datetime
 import json
+import os
 import sys
 
 from pyiceberg.catalog.sql import SqlCatalog
@@ -23,7 +24,16 @@ def plain(value):
 
 def main():
     db, name, warehouse, table = sys.argv[1:5]
-    catalog = SqlCatalog(name, uri=f"sqlite:///{db}", warehouse=warehouse)
+    # An S3 warehouse (an S3-compatible server in the tests): the AWS_* variables weir reads.
+    s3 = {}
+    if os.environ.get("AWS_ENDPOINT"):
+        s3 = {
+            "s3.endpoint": os.environ["AWS_ENDPOINT"],
+            "s3.access-key-id": os.environ.get("AWS_ACCESS_KEY_ID", ""),
+            "s3.secret-access-key": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            "s3.region": os.environ.get("AWS_REGION", "us-east-1"),
+        }
+    catalog = SqlCatalog(name, uri=f"sqlite:///{db}", warehouse=warehouse, **s3)
     t = catalog.load_table(table)
     rows = [{k: plain(v) for k, v in row.items()} for row in t.scan().to_arrow().to_pylist()]
     rows.sort(key=lambda r: json.dumps(r, sort_keys=True))

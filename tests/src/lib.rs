@@ -503,11 +503,24 @@ pub fn read_iceberg(
     warehouse: &str,
     table: &str,
 ) -> IcebergRead {
+    read_iceberg_with(catalog_db, catalog_name, warehouse, table, &[])
+}
+
+/// [`read_iceberg`] with extra environment (`AWS_*` for an S3 warehouse, see
+/// [`S3Server::env`]).
+pub fn read_iceberg_with(
+    catalog_db: &Path,
+    catalog_name: &str,
+    warehouse: &str,
+    table: &str,
+    env: &[(&str, String)],
+) -> IcebergRead {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/read_iceberg.py");
     let child = std::process::Command::new(python())
         .arg(&script)
         .arg(catalog_db)
         .args([catalog_name, warehouse, table])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
