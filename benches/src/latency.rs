@@ -267,7 +267,7 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
     let events = (rate * seconds).to_string();
     let step = format!("{}", 1000.0 / rate as f64);
     let started = Instant::now();
-    let gen = Command::new(&weir)
+    let mut gen = Command::new(&weir)
         .args([
             "gen",
             "--stream",
@@ -293,7 +293,6 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
     // Every 2 s while the payments go out: the p99s of that interval, so a tail that comes
     // from a few stalls shows apart from one that is always there.
     let timeline = std::env::var_os("WEIR_BENCH_TIMELINE").is_some();
-    let mut gen = gen;
     let mut last: Option<(Buckets, Buckets)> = None;
     let mut intervals = Vec::new();
     let mut next_look = Instant::now();

@@ -149,12 +149,14 @@ impl<'scope> GlobalWatermark<'scope> for StreamVec<'scope, Epoch, LocalWatermark
                     // that epoch and of the ones before is in too (one progress round sooner).
                     while let Some(mut entry) = pending.first_entry() {
                         let (_, reports) = entry.get_mut();
-                        reports.sort_by_key(|r| r.worker);
-                        let all_in = reports.len() == peers
-                            && reports
+                        // Sorted only when there are as many reports as workers.
+                        let all_in = reports.len() == peers && {
+                            reports.sort_unstable_by_key(|r| r.worker);
+                            reports
                                 .iter()
                                 .enumerate()
-                                .all(|(i, r)| r.worker as usize == i);
+                                .all(|(i, r)| r.worker as usize == i)
+                        };
                         if frontier.less_equal(entry.key()) && !all_in {
                             break;
                         }
