@@ -43,6 +43,69 @@ pub(crate) fn weir_binary() -> Result<PathBuf> {
     Ok(weir)
 }
 
+/// Keeps the broker's copy of the payments topic to its last `keep` seconds while the bench
+/// runs, deleting older records (Kafka's DeleteRecords) once a second — what retention does on
+/// a real broker. noida-db keeps every record in memory and its autosave thread re-serializes
+/// all of them every few seconds, taking longer as the topic grows (a core for most of a
+/// second by 25 s at 50 000 payments/s): with the whole history kept, the broker itself
+/// stalls reads late in a run.
+struct Trimmer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Trimmer {
+    fn start(brokers: &str, topic: &str, keep_records: i64) -> Trimmer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use weir_operators::kafka::{delete_records_before, fetch_high_watermarks, Connection};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let conn = Connection {
+            brokers: brokers.to_string(),
+            properties: Default::default(),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let topic = topic.to_string();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut deleted = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                let Ok(marks) = fetch_high_watermarks(&conn, &topic) else {
+                    continue;
+                };
+                let before: std::collections::BTreeMap<i32, i64> = marks
+                    .iter()
+                    .filter(|(_, (low, high))| high - low > keep_records)
+                    .map(|(p, (_, high))| (*p, high - keep_records))
+                    .collect();
+                if before.is_empty() {
+                    continue;
+                }
+                match delete_records_before(&conn, &topic, &before) {
+                    Ok(_) => {
+                        deleted += before
+                            .iter()
+                            .map(|(p, to)| (to - marks[p].0).max(0) as u64)
+                            .sum::<u64>()
+                    }
+                    Err(e) => eprintln!("trimming {topic}: {e}"),
+                }
+            }
+            deleted
+        });
+        Trimmer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops trimming; the number of records deleted.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}
+
 fn free_port() -> u16 {
     weir_tests::free_port()
 }
@@ -198,6 +261,7 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
     // The input topic exists before the job starts reading its end (WEIR_BENCH_PARTITIONS
     // partitions, 4 unless set).
     let partitions = std::env::var("WEIR_BENCH_PARTITIONS").unwrap_or_else(|_| "4".to_string());
+    let retention = std::env::var("WEIR_BENCH_RETENTION_MS").unwrap_or_else(|_| "-1".to_string());
     let create = Command::new(&weir)
         .args([
             "gen",
@@ -213,12 +277,14 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
             "bench-latency-payments",
             "--partitions",
             &partitions,
+            "--topic-config",
+            &format!("retention.ms={retention}"),
         ])
         .output()?;
     if !create.status.success() {
         bail!("weir gen: {}", String::from_utf8_lossy(&create.stderr));
     }
-    let tick = std::env::var("WEIR_BENCH_TICK").unwrap_or_else(|_| "10ms".to_string());
+    let tick = std::env::var("WEIR_BENCH_TICK").unwrap_or_else(|_| "5ms".to_string());
     let processes: usize = std::env::var("WEIR_BENCH_PROCESSES")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -266,6 +332,23 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
     std::thread::sleep(Duration::from_secs(3));
     let events = (rate * seconds).to_string();
     let step = format!("{}", 1000.0 / rate as f64);
+    // WEIR_BENCH_TRIM_SECONDS: how much of the stream the broker keeps (5 s unless set; `off`
+    // keeps everything).
+    let trim = std::env::var("WEIR_BENCH_TRIM_SECONDS").unwrap_or_else(|_| "5".to_string());
+    let trimmer = match trim.as_str() {
+        "off" => None,
+        seconds => {
+            let seconds: i64 = seconds
+                .parse()
+                .context("WEIR_BENCH_TRIM_SECONDS: seconds or `off`")?;
+            let per_partition = rate as i64 * seconds / partitions.parse::<i64>().unwrap_or(4);
+            Some(Trimmer::start(
+                &brokers,
+                "bench-latency-payments",
+                per_partition.max(1),
+            ))
+        }
+    };
     let started = Instant::now();
     let mut gen = Command::new(&weir)
         .args([
@@ -319,6 +402,7 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
         }
         last = Some(now);
     };
+    let trimmed = trimmer.map(Trimmer::finish);
     if !gen.success() {
         bail!("weir gen failed");
     }
@@ -362,6 +446,15 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
         "  records read {read:.0} (per process: {}), alerts written {alerts:.0}",
         per_process.join(", ")
     );
+    match trimmed {
+        Some(n) => println!(
+            "  the broker kept the last {trim} s of payments ({n} older ones deleted while the job ran)"
+        ),
+        None => println!("  the broker kept every payment"),
+    }
+    if read < (rate * seconds) as f64 {
+        println!("  WARNING: the job read fewer payments than were produced");
+    }
     println!(
         "  event time → alert write:  p50 {}  p99 {}   (beyond the watermark delay: p99 {})",
         ms(quantile(0.5, &event)),

@@ -32,6 +32,10 @@ pub struct GenArgs {
     /// Partitions of the topic when it is created.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// A topic config for when the topic is created, e.g. `--topic-config retention.ms=60000`
+    /// (repeatable; without one for it, retention.ms is -1: history is kept).
+    #[arg(long = "topic-config", value_name = "KEY=VALUE", requires = "topic", value_parser = parse_property)]
+    topic_configs: Vec<(String, String)>,
     /// A librdkafka producer property, e.g. `-X linger.ms=1` (repeatable).
     #[arg(short = 'X', long = "property", value_name = "KEY=VALUE", requires = "brokers", value_parser = parse_property)]
     properties: Vec<(String, String)>,
@@ -240,10 +244,20 @@ fn to_kafka(args: &GenArgs) -> Result<(), CliError> {
     let failed = |e: weir_operators::kafka::KafkaError| CliError::Failed(anyhow::anyhow!(e));
     // Generated and recorded events carry their event time as the message timestamp, often
     // in the past: keep them, or the broker's time-based retention deletes them at once.
-    if create_topic(&conn, &topic, args.partitions, &[("retention.ms", "-1")]).map_err(failed)? {
+    let mut configs: Vec<(&str, &str)> = args
+        .topic_configs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if !configs.iter().any(|(k, _)| *k == "retention.ms") {
+        configs.push(("retention.ms", "-1"));
+    }
+    if create_topic(&conn, &topic, args.partitions, &configs).map_err(failed)? {
+        let listed: Vec<String> = configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!(
-            "created topic `{topic}` with {} partitions (retention.ms=-1: history is kept)",
-            args.partitions
+            "created topic `{topic}` with {} partitions ({})",
+            args.partitions,
+            listed.join(", ")
         );
     }
     let producer = MessageProducer::new(&conn, &topic).map_err(failed)?;

@@ -14,11 +14,15 @@ use std::sync::{Arc, Mutex};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
-/// Bucket upper bounds in µs: 1 ms to 60 s, every 10 ms from 30 to 100 ms.
-const BOUNDS_US: [u64; 27] = [
-    1_000, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000,
-    90_000, 100_000, 125_000, 150_000, 200_000, 300_000, 500_000, 750_000, 1_000_000, 2_000_000,
-    5_000_000, 10_000_000, 20_000_000, 30_000_000, 60_000_000,
+/// Bucket upper bounds in µs: 1 ms to 60 s; every 2.5 ms up to 20 ms and every 5 ms up to
+/// 80 ms, where alerts of a job with a short watermark delay land, so a p99 read from the
+/// buckets is within a few ms.
+const BOUNDS_US: [u64; 44] = [
+    1_000, 2_000, 3_000, 4_000, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 20_000, 25_000,
+    30_000, 35_000, 40_000, 45_000, 50_000, 55_000, 60_000, 65_000, 70_000, 75_000, 80_000, 90_000,
+    100_000, 125_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000, 750_000, 1_000_000,
+    1_500_000, 2_000_000, 3_000_000, 5_000_000, 7_500_000, 10_000_000, 15_000_000, 20_000_000,
+    30_000_000, 60_000_000,
 ];
 
 /// The bucket bounds in seconds, as exposed.

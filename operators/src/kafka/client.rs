@@ -228,6 +228,46 @@ pub fn fetch_high_watermarks(
     Ok(out)
 }
 
+/// Deletes the records of `topic` below the given offset of each partition (Kafka's
+/// DeleteRecords: the partition's start moves up to that offset). Returns each partition's
+/// new start offset as the broker reports it.
+pub fn delete_records_before(
+    conn: &Connection,
+    topic: &str,
+    before: &BTreeMap<i32, i64>,
+) -> Result<BTreeMap<i32, i64>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config(conn, None)
+        .create()
+        .map_err(|e| client_error(conn, e))?;
+    let mut list = TopicPartitionList::new();
+    for (p, offset) in before {
+        list.add_partition_offset(topic, *p, Offset::Offset(*offset))
+            .map_err(|e| client_error(conn, e))?;
+    }
+    let options = AdminOptions::new()
+        .operation_timeout(Some(conn.connect_timeout))
+        .request_timeout(Some(conn.connect_timeout));
+    let result = futures_executor::block_on(admin.delete_records(&list, &options))
+        .map_err(|e| client_error(conn, e))?;
+    let mut out = BTreeMap::new();
+    for e in result.elements() {
+        if let Err(code) = e.error() {
+            return Err(KafkaError::Topic {
+                topic: topic.into(),
+                brokers: conn.brokers.clone(),
+                message: format!(
+                    "deleting the records of partition {} failed: {code}",
+                    e.partition()
+                ),
+            });
+        }
+        if let Offset::Offset(o) = e.offset() {
+            out.insert(e.partition(), o);
+        }
+    }
+    Ok(out)
+}
+
 /// Creates `topic` with `partitions` partitions and the given topic configs (e.g.
 /// `retention.ms`); `Ok(false)` when it already exists. Waits for the brokers at most the
 /// connection's timeout.

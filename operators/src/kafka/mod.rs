@@ -24,8 +24,8 @@ use std::time::Duration;
 
 #[cfg(feature = "kafka")]
 pub use client::{
-    create_topic, ensure_topic, fetch_high_watermarks, read_topic, KafkaError, MessageProducer,
-    TopicMessage,
+    create_topic, delete_records_before, ensure_topic, fetch_high_watermarks, read_topic,
+    KafkaError, MessageProducer, TopicMessage,
 };
 #[cfg(feature = "kafka")]
 pub use committed::KafkaCommitter;
