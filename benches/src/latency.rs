@@ -261,7 +261,6 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
     // The input topic exists before the job starts reading its end (WEIR_BENCH_PARTITIONS
     // partitions, 4 unless set).
     let partitions = std::env::var("WEIR_BENCH_PARTITIONS").unwrap_or_else(|_| "4".to_string());
-    let retention = std::env::var("WEIR_BENCH_RETENTION_MS").unwrap_or_else(|_| "-1".to_string());
     let create = Command::new(&weir)
         .args([
             "gen",
@@ -277,8 +276,6 @@ pub fn run(rate: u64, seconds: u64, brokers: Option<String>) -> Result<()> {
             "bench-latency-payments",
             "--partitions",
             &partitions,
-            "--topic-config",
-            &format!("retention.ms={retention}"),
         ])
         .output()?;
     if !create.status.success() {
