@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what the tests need on a fresh machine
-# (skipping what is already there), then: formatting, clippy with warnings as errors, every
+# (skipping what is already there), then: formatting, clippy with warnings as errors, rustdoc (broken links fail), every
 # unit, integration, end-to-end and doc test, and the README's run command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +72,9 @@ cargo fmt --all -- --check
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "docs (broken intra-doc links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "tests"
 cargo test --workspace --locked --no-fail-fast

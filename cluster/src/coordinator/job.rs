@@ -144,7 +144,7 @@ impl JobRecord {
         }
     }
 
-    /// Keeps an error (the newest [`ERRORS_KEPT`]).
+    /// Keeps an error (the newest 20).
     pub fn error(&mut self, message: String) {
         tracing::warn!("job {} ({}): {message}", self.id, self.name);
         self.errors

@@ -35,7 +35,7 @@ use super::Done;
 /// An external system written in two phases. Batches are identified by their epoch (the
 /// checkpoint epoch that closes them); ids only grow, across restarts too.
 pub trait TwoPhase: 'static {
-    /// What the sink receives (an [`Event`] for most; Iceberg's committer gets data files).
+    /// What the sink receives (an [`Event`](weir_engine::event::Event) for most; Iceberg's committer gets data files).
     type Record: Clone + 'static;
     /// What one record becomes (a message, a Redis write, a row).
     type Item: 'static;

@@ -6,7 +6,7 @@
 //! field, for the dead-letter output.
 //!
 //! The decoder was picked by measurement (`benches/`, figures in `benches/RESULTS.md`): a
-//! schema-driven scanner ([`scan`]) beats serde_json and sonic-rs driven through serde's
+//! schema-driven scanner (the `scan` module) beats serde_json and sonic-rs driven through serde's
 //! streaming API, and a `serde_json::Value` tree by far. The serde path stays as
 //! [`JsonDecoder::decode_serde`], the reference the scanner is tested against.
 
