@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what the tests need on a fresh machine
-# (skipping what is already there), then: formatting, clippy with warnings as errors, rustdoc (broken links fail), every
-# unit, integration, end-to-end and doc test, and the README's run command.
+# (skipping what is already there), then: formatting, clippy with warnings as errors, rustdoc
+# (broken links fail), every unit, integration, end-to-end and doc test, and the README's run
+# command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
