@@ -36,6 +36,7 @@ fn exported() -> BTreeSet<String> {
     }
     m.sink("op", 0).committed();
     m.kafka_lag("op", "t", 0).set(1);
+    m.kafka_lost("op", "t", 0).inc();
     let mut text = m.encode();
     // The coordinator's own families.
     text.push_str("weir_coordinator_jobs weir_coordinator_workers_alive weir_job_restarts_total\n");

@@ -713,3 +713,84 @@ fn gen_creates_its_topic_with_the_given_configs_and_deleted_records_are_gone() {
     let kept: i64 = marks.iter().map(|(p, (_, high))| high - before[p]).sum();
     assert_eq!(kcat_read(&broker, "trimmed").len() as i64, kept);
 }
+
+#[test]
+fn records_deleted_before_they_were_read_are_reported_and_reading_goes_on_from_the_earliest() {
+    let broker = KafkaBroker::start();
+    topic(&broker, "trim");
+    produce_known(&broker, "trim", 0, 20);
+    // Retention (here DeleteRecords) removed offsets below 12 of partition 0 and all of
+    // partition 1 before the job came to read them.
+    let gone = std::collections::BTreeMap::from([(0, 12), (1, 20)]);
+    delete_records_before(&conn(&broker), "trim", &gone).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.yaml"),
+        records_job(
+            &broker,
+            "trim",
+            "    until: latest\n    start: \"offsets:{0: 5, 1: 3, 2: 4}\"",
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &["run", "job.yaml", "--workers", "2", "--progress", "never"],
+        dir.path(),
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        ids(&dir.path().join("out/records.jsonl")),
+        expect_ids(&[(0, 12..20), (2, 4..20), (3, 0..20)])
+    );
+    // Each loss is named: partition, offset, what the broker still holds, how many records.
+    for said in [
+        "trim[0]: offset 5 is no longer on the broker (it holds offsets 12..20): 7 record(s) were deleted",
+        "trim[1]: offset 3 is no longer on the broker (it holds offsets 20..20): 17 record(s) were deleted",
+    ] {
+        assert!(err.contains(said), "missing `{said}` in:\n{err}");
+    }
+
+    // And counted: an unbounded run of the same start shows the losses on /metrics.
+    std::fs::write(
+        dir.path().join("job.yaml"),
+        records_job(&broker, "trim", "    start: \"offsets:{0: 5, 1: 3, 2: 4}\""),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", weir_tests::free_port());
+    let mut child = weir()
+        .args(["run", "job.yaml", "--workers", "2", "--progress", "never"])
+        .args(["--metrics-addr", &addr])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wanted = [
+        r#"weir_kafka_records_lost_total{job="records",operator="in",partition="0",topic="trim"} 7"#,
+        r#"weir_kafka_records_lost_total{job="records",operator="in",partition="1",topic="trim"} 17"#,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = String::new();
+    while Instant::now() < deadline && !wanted.iter().all(|w| text.contains(w)) {
+        std::thread::sleep(Duration::from_millis(200));
+        text = http_get(&addr, "/metrics").unwrap_or_default();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for w in wanted {
+        assert!(text.contains(w), "missing `{w}` in:\n{text}");
+    }
+}
+
+/// A plain HTTP/1.0 GET; the body.
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_string()))
+}

@@ -42,6 +42,7 @@ pub struct Metrics {
     processing_latency: LatencyFamily,
     read_latency: LatencyFamily,
     kafka_lag: IntGaugeVec,
+    kafka_lost: IntCounterVec,
     watermark: Gauge,
     watermark_lag: Gauge,
     checkpoint_duration: Histogram,
@@ -127,6 +128,10 @@ impl Metrics {
             ),
             kafka_lag: register(r, IntGaugeVec::new(
                 opts("weir_kafka_consumer_lag_records", "Records in a Kafka partition beyond the source's read position."),
+                &["operator", "topic", "partition"],
+            ).expect("metric")),
+            kafka_lost: register(r, IntCounterVec::new(
+                opts("weir_kafka_records_lost_total", "Records of a Kafka partition the source never read because the broker deleted them first (retention or DeleteRecords passed its read position)."),
                 &["operator", "topic", "partition"],
             ).expect("metric")),
             watermark: register(r, Gauge::with_opts(opts(
@@ -230,6 +235,12 @@ impl Metrics {
     /// The lag gauge of one Kafka partition.
     pub fn kafka_lag(&self, source: &str, topic: &str, partition: i32) -> IntGauge {
         self.kafka_lag
+            .with_label_values(&[source, topic, &partition.to_string()])
+    }
+
+    /// The counter of records of one Kafka partition deleted before the source read them.
+    pub fn kafka_lost(&self, source: &str, topic: &str, partition: i32) -> IntCounter {
+        self.kafka_lost
             .with_label_values(&[source, topic, &partition.to_string()])
     }
 

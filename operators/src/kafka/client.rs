@@ -80,7 +80,15 @@ impl rdkafka::client::ClientContext for SourceContext {
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::error::{KafkaError as E, RDKafkaErrorCode as Code};
-        if !matches!(error, E::PartitionEOF(_) | E::Global(Code::PartitionEOF)) {
+        // End of partition is no problem; an offset the broker no longer has is reported by
+        // the partition's reader, with the partition, the offsets and what was lost.
+        if !matches!(
+            error,
+            E::PartitionEOF(_)
+                | E::Global(Code::PartitionEOF)
+                | E::Global(Code::AutoOffsetReset)
+                | E::MessageConsumption(Code::AutoOffsetReset)
+        ) {
             tracing::warn!("Kafka consumer: {error}: {reason}");
         }
     }
@@ -101,7 +109,9 @@ pub(super) fn config(conn: &Connection, group: Option<&str>) -> ClientConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
+            // Every read starts at a concrete offset; one the broker no longer has is the
+            // reader's to report (data deleted before it was read), not to skip silently.
+            .set("auto.offset.reset", "error")
             // Partition high watermarks for the consumer-lag metric.
             .set("statistics.interval.ms", "5000")
             // Some brokers (noida-db) ignore a fetch's byte limits and answer with a

@@ -295,6 +295,13 @@ struct KafkaReader {
     committed: Option<(i64, Instant)>,
     warned: Option<Instant>,
     strays: Arc<Strays>,
+    /// The main queue's out-of-range reports this reader has checked its position for.
+    resets_seen: u64,
+    /// What the partition's queue calls when messages arrive (kept to set it again on a new
+    /// queue).
+    waker: Option<Waker>,
+    /// Records deleted by the broker before this reader got to them, not yet counted.
+    lost: u64,
 }
 
 /// Where a partition reader is, and how it turns messages into rows.
@@ -369,9 +376,21 @@ impl Cursor {
 pub(super) struct Strays {
     messages: Mutex<BTreeMap<i32, Vec<OwnedMessage>>>,
     eof: Mutex<BTreeSet<i32>>,
+    /// Counts out-of-range reports that reached the main queue, where they name no partition:
+    /// every reader then checks its own position.
+    resets: std::sync::atomic::AtomicU64,
 }
 
 impl Strays {
+    fn reset(&self) {
+        self.resets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn resets(&self) -> u64 {
+        self.resets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn add(&self, partition: i32, message: OwnedMessage) {
         self.messages
             .lock()
@@ -435,6 +454,9 @@ impl KafkaReader {
             done: None,
             committed: None,
             warned: None,
+            resets_seen: 0,
+            waker: None,
+            lost: 0,
             strays,
         })
     }
@@ -475,9 +497,98 @@ impl KafkaReader {
                 None => return,
                 Some(Ok(m)) => self.strays.add(m.partition(), m.detach()),
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => self.strays.eof(p),
+                Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+                ))) => self.strays.reset(),
                 Some(Err(e)) => self.warn(e),
             }
         }
+    }
+
+    /// After an out-of-range report of unknown partition: whether this reader's position is
+    /// still on the broker, and if not, what [`Self::offset_out_of_range`] does.
+    fn check_position(&mut self) -> Result<(), String> {
+        let Some(at) = self.cursor.position else {
+            return Ok(());
+        };
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, self.partition, SEEK_TIMEOUT)
+            .map_err(|e| {
+                format!(
+                    "{}: cannot read the partition's offsets: {e}",
+                    self.location
+                )
+            })?;
+        if at < low || at > high {
+            self.offset_out_of_range()?;
+        }
+        Ok(())
+    }
+
+    /// The broker no longer holds the offset this reader is at: retention or DeleteRecords
+    /// removed it before the job read it (a restore from an old checkpoint, a job stopped for
+    /// longer than the topic's retention), or the topic was recreated. Those records are gone;
+    /// the reader says so — which offsets, how many records — and goes on at the partition's
+    /// earliest offset. (The consumers run with `auto.offset.reset: error`, so librdkafka
+    /// reports this instead of jumping silently.)
+    fn offset_out_of_range(&mut self) -> Result<(), String> {
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, self.partition, SEEK_TIMEOUT)
+            .map_err(|e| {
+                format!(
+                    "{}: offset {:?} is not on the broker, and its offsets cannot be read: {e}",
+                    self.location, self.cursor.position
+                )
+            })?;
+        match self.cursor.position {
+            Some(at) if at < low => {
+                self.lost += (low - at) as u64;
+                tracing::error!(
+                    "{}: offset {at} is no longer on the broker (it holds offsets {low}..{high}): \
+                     {} record(s) were deleted (retention or DeleteRecords) before this job read \
+                     them; continuing at offset {low}",
+                    self.location,
+                    low - at
+                )
+            }
+            Some(at) => tracing::error!(
+                "{}: offset {at} is past the partition's end ({high}): the topic was recreated \
+                 or truncated; continuing at its earliest offset {low}",
+                self.location
+            ),
+            None => tracing::warn!(
+                "{}: the broker reset the read position; continuing at offset {low}",
+                self.location
+            ),
+        }
+        // librdkafka stopped fetching the partition (a seek is refused in that state): it is
+        // assigned afresh at `low`, and its queue split off again (what arrives on the main
+        // queue meanwhile is kept for this reader, as at the start).
+        let restart = || -> rdkafka::error::KafkaResult<()> {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.topic, self.partition);
+            self.consumer.incremental_unassign(&tpl)?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(low))?;
+            self.consumer.incremental_assign(&tpl)
+        };
+        restart().map_err(|e| {
+            format!(
+                "{}: cannot resume reading at offset {low}: {e}",
+                self.location
+            )
+        })?;
+        self.queue = self
+            .consumer
+            .split_partition_queue(&self.topic, self.partition)
+            .ok_or_else(|| format!("{}: cannot open a queue for the partition", self.location))?;
+        if let Some(waker) = self.waker.clone() {
+            self.set_waker(waker);
+        }
+        self.cursor.position = Some(low);
+        Ok(())
     }
 
     /// Logs a client-side problem at most every few seconds.
@@ -498,11 +609,18 @@ impl PartitionReader for KafkaReader {
     }
 
     fn set_waker(&mut self, waker: Waker) {
-        self.queue.set_nonempty_callback(move || waker());
+        let wake = waker.clone();
+        self.queue.set_nonempty_callback(move || wake());
+        self.waker = Some(waker);
     }
 
     fn read(&mut self, max: usize, out: &mut Emitter<'_>) -> Result<ReadStatus, String> {
         self.serve_main_queue();
+        let resets = self.strays.resets();
+        if resets != self.resets_seen {
+            self.resets_seen = resets;
+            self.check_position()?;
+        }
         if self
             .cursor
             .end
@@ -533,6 +651,12 @@ impl PartitionReader for KafkaReader {
                         .at_eof()
                         .unwrap_or(ReadStatus::Waiting(EMPTY_QUEUE_PAUSE)));
                 }
+                Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+                ))) => {
+                    self.offset_out_of_range()?;
+                    return Ok(ReadStatus::More);
+                }
                 Some(Err(e)) => {
                     self.warn(e);
                     return Ok(ReadStatus::Waiting(Duration::from_millis(100)));
@@ -554,6 +678,16 @@ impl PartitionReader for KafkaReader {
             .high_watermark(&self.topic, self.partition)?;
         let position = self.cursor.position?;
         (high >= 0).then(|| (self.topic.clone(), self.partition, (high - position).max(0)))
+    }
+
+    fn take_lost(&mut self) -> Option<(String, i32, u64)> {
+        (self.lost > 0).then(|| {
+            (
+                self.topic.clone(),
+                self.partition,
+                std::mem::take(&mut self.lost),
+            )
+        })
     }
 
     fn position(&self) -> Option<Vec<u8>> {

@@ -182,6 +182,11 @@ pub trait PartitionReader {
     fn lag(&self) -> Option<(String, i32, i64)> {
         None
     }
+    /// Records of a broker-backed partition deleted before they were read, since the last
+    /// call: `(topic, partition, records)`.
+    fn take_lost(&mut self) -> Option<(String, i32, u64)> {
+        None
+    }
 }
 
 /// Partitions that appear while a source runs (new Kafka partitions).
@@ -661,6 +666,9 @@ pub fn source<'scope>(
                         p.lag
                             .get_or_insert_with(|| metrics.metrics().kafka_lag(&config.name, &topic, partition))
                             .set(lag);
+                    }
+                    if let Some((topic, partition, lost)) = p.reader.take_lost() {
+                        metrics.metrics().kafka_lost(&config.name, &topic, partition).inc_by(lost);
                     }
                 }
                 for cap in held.iter_mut() {
