@@ -794,3 +794,50 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, body)| body.to_string()))
 }
+
+#[test]
+fn a_restore_whose_offsets_the_broker_deleted_says_what_was_lost_and_reads_on() {
+    let broker = KafkaBroker::start();
+    topic(&broker, "old");
+    produce_known(&broker, "old", 0, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let job = records_job(&broker, "old", "    until: latest").replacen(
+        "sources:",
+        "checkpoint: { interval: 100ms, store: store }\nsources:",
+        1,
+    );
+    std::fs::write(d.join("job.yaml"), job).unwrap();
+    let out = run(
+        &["run", "job.yaml", "--workers", "2", "--progress", "never"],
+        d,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::rename(d.join("out"), d.join("out-first")).unwrap();
+    // While the job is stopped, more arrives and retention deletes partition 0 below 15 —
+    // past the checkpoint's position there (10).
+    produce_known(&broker, "old", 10, 10);
+    let gone = std::collections::BTreeMap::from([(0, 15)]);
+    delete_records_before(&conn(&broker), "old", &gone).unwrap();
+    let out = run(
+        &[
+            "run",
+            "job.yaml",
+            "--workers",
+            "3",
+            "--restore",
+            "latest",
+            "--progress",
+            "never",
+        ],
+        d,
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let said = "old[0]: offset 10 is no longer on the broker (it holds offsets 15..20): 5 record(s) were deleted";
+    assert!(err.contains(said), "missing `{said}` in:\n{err}");
+    assert_eq!(
+        ids(&d.join("out/records.jsonl")),
+        expect_ids(&[(0, 15..20), (1, 10..20), (2, 10..20), (3, 10..20)])
+    );
+}
