@@ -165,6 +165,9 @@ pub struct JobStatus {
     /// Records written, summed over processes (current run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub records_out: Option<u64>,
+    /// Kafka records the broker deleted before the job read them (current run), when any were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_lost: Option<u64>,
     /// Recent errors (newest last): process failures with the end of their log.
     pub errors: Vec<String>,
     /// The savepoint a stop ended with.

@@ -433,6 +433,9 @@ fn status_text(s: &JobStatus, out: &mut String) {
     if let (Some(i), Some(o)) = (s.records_in, s.records_out) {
         println!("records    {i} in, {o} out");
     }
+    if let Some(n) = s.records_lost {
+        println!("lost       {n} Kafka record(s) deleted by the broker before they were read");
+    }
     if let Some(sp) = &s.savepoint {
         println!("savepoint  {sp}");
     }

@@ -242,6 +242,7 @@ impl Coordinator {
             lag: scraped.and_then(|s| s.lag),
             records_in: scraped.map(|s| s.records_in),
             records_out: scraped.map(|s| s.records_out),
+            records_lost: scraped.map(|s| s.records_lost).filter(|n| *n > 0),
             errors: job.errors.clone(),
             savepoint: job.savepoint.clone(),
             replay_of: job.replay_of.clone(),

@@ -51,6 +51,8 @@ pub struct Scraped {
     pub records_in: u64,
     /// Sum of `weir_records_out_total`.
     pub records_out: u64,
+    /// Sum of `weir_kafka_records_lost_total`.
+    pub records_lost: u64,
 }
 
 impl Scraped {
@@ -72,6 +74,7 @@ impl Scraped {
                 }
                 "weir_records_in_total" => s.records_in += v as u64,
                 "weir_records_out_total" => s.records_out += v as u64,
+                "weir_kafka_records_lost_total" => s.records_lost += v as u64,
                 _ => {}
             }
         }
@@ -91,6 +94,7 @@ impl Scraped {
             },
             records_in: self.records_in + other.records_in,
             records_out: self.records_out + other.records_out,
+            records_lost: self.records_lost + other.records_lost,
         }
     }
 }
@@ -117,13 +121,19 @@ mod tests {
             "# HELP x\nweir_watermark_seconds{job=\"j\"} 1700000000.5\n\
              weir_kafka_consumer_lag_records{job=\"j\",operator=\"p\",partition=\"0\",topic=\"t\"} 5\n\
              weir_kafka_consumer_lag_records{job=\"j\",operator=\"p\",partition=\"1\",topic=\"t\"} 7\n\
-             weir_records_in_total{job=\"j\",operator=\"source.p\",worker=\"0\"} 100\n",
+             weir_records_in_total{job=\"j\",operator=\"source.p\",worker=\"0\"} 100\n\
+             weir_kafka_records_lost_total{job=\"j\",operator=\"p\",partition=\"1\",topic=\"t\"} 3\n",
         );
         assert_eq!(a.lag, Some(12));
         assert_eq!(a.records_in, 100);
-        let b = Scraped::parse("weir_watermark_seconds{job=\"j\"} 1600000000\n");
+        assert_eq!(a.records_lost, 3);
+        let b = Scraped::parse(
+            "weir_watermark_seconds{job=\"j\"} 1600000000\n\
+             weir_kafka_records_lost_total{job=\"j\",operator=\"p\",partition=\"2\",topic=\"t\"} 4\n",
+        );
         let m = a.merge(b);
         assert_eq!(m.watermark, Some(1_600_000_000.0));
         assert_eq!(m.lag, Some(12));
+        assert_eq!(m.records_lost, 7);
     }
 }
