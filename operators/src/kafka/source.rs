@@ -505,21 +505,25 @@ impl KafkaReader {
         }
     }
 
-    /// After an out-of-range report of unknown partition: whether this reader's position is
-    /// still on the broker, and if not, what [`Self::offset_out_of_range`] does.
-    fn check_position(&mut self) -> Result<(), String> {
-        let Some(at) = self.cursor.position else {
-            return Ok(());
-        };
-        let (low, high) = self
-            .consumer
+    /// The partition's first and next offsets, from the broker.
+    fn offsets(&self) -> Result<(i64, i64), String> {
+        self.consumer
             .fetch_watermarks(&self.topic, self.partition, SEEK_TIMEOUT)
             .map_err(|e| {
                 format!(
                     "{}: cannot read the partition's offsets: {e}",
                     self.location
                 )
-            })?;
+            })
+    }
+
+    /// After an out-of-range report of unknown partition: whether this reader's position is
+    /// still on the broker, and if not, what [`Self::offset_out_of_range`] does.
+    fn check_position(&mut self) -> Result<(), String> {
+        let Some(at) = self.cursor.position else {
+            return Ok(());
+        };
+        let (low, high) = self.offsets()?;
         if at < low || at > high {
             self.offset_out_of_range()?;
         }
@@ -533,15 +537,7 @@ impl KafkaReader {
     /// earliest offset. (The consumers run with `auto.offset.reset: error`, so librdkafka
     /// reports this instead of jumping silently.)
     fn offset_out_of_range(&mut self) -> Result<(), String> {
-        let (low, high) = self
-            .consumer
-            .fetch_watermarks(&self.topic, self.partition, SEEK_TIMEOUT)
-            .map_err(|e| {
-                format!(
-                    "{}: offset {:?} is not on the broker, and its offsets cannot be read: {e}",
-                    self.location, self.cursor.position
-                )
-            })?;
+        let (low, high) = self.offsets()?;
         match self.cursor.position {
             Some(at) if at < low => {
                 self.lost += (low - at) as u64;
