@@ -43,9 +43,9 @@ pub(crate) fn weir_binary() -> Result<PathBuf> {
     Ok(weir)
 }
 
-/// Keeps the broker's copy of the payments topic to its last `keep` seconds while the bench
-/// runs, deleting older records (Kafka's DeleteRecords) once a second — what retention does on
-/// a real broker. noida-db keeps every record in memory and its autosave thread re-serializes
+/// Keeps the broker's copy of the payments topic to each partition's last `keep_records`
+/// records (a few seconds of the stream) while the bench runs, deleting older ones (Kafka's
+/// DeleteRecords) once a second — what retention does on a real broker. noida-db keeps every record in memory and its autosave thread re-serializes
 /// all of them every few seconds, taking longer as the topic grows (a core for most of a
 /// second by 25 s at 50 000 payments/s): with the whole history kept, the broker itself
 /// stalls reads late in a run.

@@ -525,7 +525,7 @@ impl KafkaReader {
         };
         let (low, high) = self.offsets()?;
         if at < low || at > high {
-            self.offset_out_of_range()?;
+            self.offset_out_of_range(low, high)?;
         }
         Ok(())
     }
@@ -534,10 +534,9 @@ impl KafkaReader {
     /// removed it before the job read it (a restore from an old checkpoint, a job stopped for
     /// longer than the topic's retention), or the topic was recreated. Those records are gone;
     /// the reader says so — which offsets, how many records — and goes on at the partition's
-    /// earliest offset. (The consumers run with `auto.offset.reset: error`, so librdkafka
-    /// reports this instead of jumping silently.)
-    fn offset_out_of_range(&mut self) -> Result<(), String> {
-        let (low, high) = self.offsets()?;
+    /// earliest offset `low` (`high`: its end). (The consumers run with `auto.offset.reset:
+    /// error`, so librdkafka reports this instead of jumping silently.)
+    fn offset_out_of_range(&mut self, low: i64, high: i64) -> Result<(), String> {
         match self.cursor.position {
             Some(at) if at < low => {
                 self.lost += (low - at) as u64;
@@ -650,7 +649,8 @@ impl PartitionReader for KafkaReader {
                 Some(Err(rdkafka::error::KafkaError::MessageConsumption(
                     rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
                 ))) => {
-                    self.offset_out_of_range()?;
+                    let (low, high) = self.offsets()?;
+                    self.offset_out_of_range(low, high)?;
                     return Ok(ReadStatus::More);
                 }
                 Some(Err(e)) => {
