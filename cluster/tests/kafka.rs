@@ -751,6 +751,27 @@ fn records_deleted_before_they_were_read_are_reported_and_reading_goes_on_from_t
         assert!(err.contains(said), "missing `{said}` in:\n{err}");
     }
 
+    // With `on_deleted_records: fail`, the same loss ends the run with that error instead.
+    std::fs::write(
+        dir.path().join("job.yaml"),
+        records_job(
+            &broker,
+            "trim",
+            "    until: latest\n    start: \"offsets:{0: 5, 1: 3, 2: 4}\"\n    on_deleted_records: fail",
+        ),
+    )
+    .unwrap();
+    let failed = run(
+        &["run", "job.yaml", "--workers", "2", "--progress", "never"],
+        dir.path(),
+    );
+    let err = stderr(&failed);
+    assert!(!failed.status.success(), "{err}");
+    assert!(
+        err.contains("is no longer on the broker") && err.contains("`on_deleted_records: fail`"),
+        "{err}"
+    );
+
     // And counted: an unbounded run of the same start shows the losses on /metrics.
     std::fs::write(
         dir.path().join("job.yaml"),

@@ -182,6 +182,7 @@ fn kafka_partitions(
         metadata: k.metadata,
         debezium: source.debezium,
         resume,
+        fail_on_deleted: k.fail_on_deleted,
     };
     open_partitions(&config, worker, peers).map_err(|e| format!("source `{}`: {e}", source.name))
 }

@@ -267,6 +267,11 @@ pub struct SourceSpec {
     /// kafka: how long to wait for the brokers when the job starts (default 30s).
     #[serde(default)]
     pub connect_timeout: Option<Dur>,
+    /// kafka: when the broker has deleted records before the source read them (retention
+    /// passed its position): `continue` (default: say so, count them, read on from the
+    /// earliest offset) or `fail` (the job fails with that error).
+    #[serde(default)]
+    pub on_deleted_records: Option<String>,
 }
 
 /// The `window:` of a window step.

@@ -323,6 +323,22 @@ fn names_and_checkpoint_section() {
         "sinks.o.commit_topic",
         "not the sink's topic",
     );
+    // What a source does about records the broker deleted before it read them.
+    let deleted = |value: &str| {
+        kafka("", "").replace(
+            "event_time: { field: ts } }",
+            &format!("event_time: {{ field: ts }}, on_deleted_records: {value} }}"),
+        )
+    };
+    for ok in ["continue", "fail"] {
+        let plan = weir_jobs::load_spec(&deleted(ok), &[]);
+        assert!(plan.is_ok(), "{ok}: {:?}", plan.err());
+    }
+    assert_error(
+        &deleted("skip"),
+        "sources.k.on_deleted_records",
+        "unknown value `skip`: expected continue or fail",
+    );
     // A plain directory is a local store.
     let plan = weir_jobs::load_spec(&with("{ interval: 1s, store: ckpt }"), &[]).unwrap();
     let store = plan.checkpoint.unwrap().store;

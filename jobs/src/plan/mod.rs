@@ -155,6 +155,9 @@ pub struct KafkaInput {
     pub connect_timeout: Duration,
     /// Metadata columns in the schema.
     pub metadata: MetadataColumns,
+    /// Fail the job, rather than read on, when the broker deleted records before they were
+    /// read (`on_deleted_records: fail`).
+    pub fail_on_deleted: bool,
 }
 
 /// A step.

@@ -44,6 +44,7 @@ fn source_fields(s: &SourceSpec) -> Vec<(&'static str, bool)> {
         ("properties", s.properties.is_some()),
         ("partition_discovery", s.partition_discovery.is_some()),
         ("connect_timeout", s.connect_timeout.is_some()),
+        ("on_deleted_records", s.on_deleted_records.is_some()),
     ]
 }
 
@@ -177,6 +178,7 @@ pub(super) fn plan_source(
                     "properties",
                     "partition_discovery",
                     "connect_timeout",
+                    "on_deleted_records",
                     "format",
                     "schema",
                 ],
@@ -217,6 +219,17 @@ pub(super) fn plan_source(
             let (schema, ts_column) =
                 json_schema(&path, "kafka", s, event_time.field.as_deref(), errors)?;
             let metadata = metadata_columns(&format!("{path}.schema"), &schema, errors);
+            let fail_on_deleted = match s.on_deleted_records.as_deref() {
+                None | Some("continue") => false,
+                Some("fail") => true,
+                Some(other) => {
+                    errors.push(SpecError::new(
+                        format!("{path}.on_deleted_records"),
+                        format!("unknown value `{other}`: expected continue or fail"),
+                    ));
+                    false
+                }
+            };
             let discovery = match s.partition_discovery {
                 Some(Dur(d)) if d.is_zero() => None,
                 Some(Dur(d)) => Some(d),
@@ -242,6 +255,7 @@ pub(super) fn plan_source(
                     discovery,
                     connect_timeout: s.connect_timeout.map_or(Duration::from_secs(30), |d| d.0),
                     metadata,
+                    fail_on_deleted,
                 }),
             )
         }

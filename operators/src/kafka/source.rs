@@ -44,6 +44,8 @@ pub struct KafkaSourceConfig {
     pub ts_column: usize,
     /// Metadata columns.
     pub metadata: MetadataColumns,
+    /// Fail, rather than read on, when the broker deleted records before they were read.
+    pub fail_on_deleted: bool,
 }
 
 /// Connects, resolves start (and end) offsets, and opens the readers of `worker`'s partitions.
@@ -302,6 +304,8 @@ struct KafkaReader {
     waker: Option<Waker>,
     /// Records deleted by the broker before this reader got to them, not yet counted.
     lost: u64,
+    /// Such a loss is an error that ends the job.
+    fail_on_deleted: bool,
 }
 
 /// Where a partition reader is, and how it turns messages into rows.
@@ -457,6 +461,7 @@ impl KafkaReader {
             resets_seen: 0,
             waker: None,
             lost: 0,
+            fail_on_deleted: config.fail_on_deleted,
             strays,
         })
     }
@@ -539,14 +544,18 @@ impl KafkaReader {
     fn offset_out_of_range(&mut self, low: i64, high: i64) -> Result<(), String> {
         match self.cursor.position {
             Some(at) if at < low => {
-                self.lost += (low - at) as u64;
-                tracing::error!(
+                let what = format!(
                     "{}: offset {at} is no longer on the broker (it holds offsets {low}..{high}): \
                      {} record(s) were deleted (retention or DeleteRecords) before this job read \
-                     them; continuing at offset {low}",
+                     them",
                     self.location,
                     low - at
-                )
+                );
+                if self.fail_on_deleted {
+                    return Err(format!("{what}; the source has `on_deleted_records: fail`"));
+                }
+                self.lost += (low - at) as u64;
+                tracing::error!("{what}; continuing at offset {low}");
             }
             Some(at) => tracing::error!(
                 "{}: offset {at} is past the partition's end ({high}): the topic was recreated \
