@@ -724,19 +724,21 @@ fn records_deleted_before_they_were_read_are_reported_and_reading_goes_on_from_t
     let gone = std::collections::BTreeMap::from([(0, 12), (1, 20)]);
     delete_records_before(&conn(&broker), "trim", &gone).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("job.yaml"),
-        records_job(
-            &broker,
-            "trim",
-            "    until: latest\n    start: \"offsets:{0: 5, 1: 3, 2: 4}\"",
-        ),
-    )
-    .unwrap();
-    let out = run(
-        &["run", "job.yaml", "--workers", "2", "--progress", "never"],
-        dir.path(),
-    );
+    // Runs the job from offsets below those starts, with `extra` source settings.
+    let run_from_deleted = |extra: &str| {
+        let source =
+            format!("    until: latest\n    start: \"offsets:{{0: 5, 1: 3, 2: 4}}\"{extra}");
+        std::fs::write(
+            dir.path().join("job.yaml"),
+            records_job(&broker, "trim", &source),
+        )
+        .unwrap();
+        run(
+            &["run", "job.yaml", "--workers", "2", "--progress", "never"],
+            dir.path(),
+        )
+    };
+    let out = run_from_deleted("");
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert_eq!(
@@ -752,19 +754,7 @@ fn records_deleted_before_they_were_read_are_reported_and_reading_goes_on_from_t
     }
 
     // With `on_deleted_records: fail`, the same loss ends the run with that error instead.
-    std::fs::write(
-        dir.path().join("job.yaml"),
-        records_job(
-            &broker,
-            "trim",
-            "    until: latest\n    start: \"offsets:{0: 5, 1: 3, 2: 4}\"\n    on_deleted_records: fail",
-        ),
-    )
-    .unwrap();
-    let failed = run(
-        &["run", "job.yaml", "--workers", "2", "--progress", "never"],
-        dir.path(),
-    );
+    let failed = run_from_deleted("\n    on_deleted_records: fail");
     let err = stderr(&failed);
     assert!(!failed.status.success(), "{err}");
     assert!(
