@@ -281,6 +281,12 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How long a reader whose queue is empty waits before looking again. Arrivals do not wait
 /// for it: the queue's callback wakes the source and marks the partition; this is the fallback.
 const EMPTY_QUEUE_PAUSE: Duration = Duration::from_millis(2);
+/// A partition's first and next offsets as the broker reports them, or why they are missing.
+type PartitionOffsets = Result<(i64, i64), String>;
+
+/// How long a reader waiting for its partition's offsets from the broker sleeps at most
+/// between looks (it is woken when they are in).
+const OFFSETS_PAUSE: Duration = Duration::from_millis(20);
 
 /// Reads one partition.
 struct KafkaReader {
@@ -306,6 +312,9 @@ struct KafkaReader {
     lost: u64,
     /// Such a loss is an error that ends the job.
     fail_on_deleted: bool,
+    /// The partition's offsets being read from the broker off this thread, after an
+    /// out-of-range report: `true` when the report named this partition.
+    pending: Option<(Receiver<PartitionOffsets>, bool)>,
 }
 
 /// Where a partition reader is, and how it turns messages into rows.
@@ -462,6 +471,7 @@ impl KafkaReader {
             waker: None,
             lost: 0,
             fail_on_deleted: config.fail_on_deleted,
+            pending: None,
             strays,
         })
     }
@@ -510,29 +520,54 @@ impl KafkaReader {
         }
     }
 
-    /// The partition's first and next offsets, from the broker.
-    fn offsets(&self) -> Result<(i64, i64), String> {
-        self.consumer
-            .fetch_watermarks(&self.topic, self.partition, SEEK_TIMEOUT)
-            .map_err(|e| {
-                format!(
-                    "{}: cannot read the partition's offsets: {e}",
-                    self.location
-                )
-            })
+    /// Asks the broker for the partition's first and next offsets on a thread of its own (the
+    /// source's worker does not wait on the network); the reader is woken when they are in.
+    /// `named`: the out-of-range report was this partition's (else it came without one, and
+    /// the offsets tell whether this reader's position is still on the broker).
+    fn request_offsets(&mut self, named: bool) {
+        let (tx, rx) = mpsc::channel();
+        let consumer = self.consumer.clone();
+        let (topic, partition) = (self.topic.clone(), self.partition);
+        let location = self.location.clone();
+        let waker = self.waker.clone();
+        std::thread::spawn(move || {
+            let offsets = consumer
+                .fetch_watermarks(&topic, partition, SEEK_TIMEOUT)
+                .map_err(|e| format!("{location}: cannot read the partition's offsets: {e}"));
+            let _ = tx.send(offsets);
+            if let Some(wake) = waker {
+                wake();
+            }
+        });
+        self.pending = Some((rx, named));
     }
 
-    /// After an out-of-range report of unknown partition: whether this reader's position is
-    /// still on the broker, and if not, what [`Self::offset_out_of_range`] does.
-    fn check_position(&mut self) -> Result<(), String> {
-        let Some(at) = self.cursor.position else {
-            return Ok(());
+    /// Acts on the offsets [`Self::request_offsets`] asked for, once they are in: `false`
+    /// while they are not.
+    fn offsets_arrived(&mut self) -> Result<bool, String> {
+        let Some((rx, named)) = &self.pending else {
+            return Ok(true);
         };
-        let (low, high) = self.offsets()?;
-        if at < low || at > high {
+        let named = *named;
+        let (low, high) = match rx.try_recv() {
+            Ok(offsets) => offsets?,
+            Err(mpsc::TryRecvError::Empty) => return Ok(false),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                return Err(format!(
+                    "{}: reading the partition's offsets failed",
+                    self.location
+                ))
+            }
+        };
+        self.pending = None;
+        let gone = match self.cursor.position {
+            Some(at) => at < low || at > high,
+            None => named,
+        };
+        if gone {
             self.offset_out_of_range(low, high)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The broker no longer holds the offset this reader is at: retention or DeleteRecords
@@ -623,7 +658,10 @@ impl PartitionReader for KafkaReader {
         let resets = self.strays.resets();
         if resets != self.resets_seen {
             self.resets_seen = resets;
-            self.check_position()?;
+            self.request_offsets(false);
+        }
+        if !self.offsets_arrived()? {
+            return Ok(ReadStatus::Waiting(OFFSETS_PAUSE));
         }
         if self
             .cursor
@@ -658,9 +696,8 @@ impl PartitionReader for KafkaReader {
                 Some(Err(rdkafka::error::KafkaError::MessageConsumption(
                     rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
                 ))) => {
-                    let (low, high) = self.offsets()?;
-                    self.offset_out_of_range(low, high)?;
-                    return Ok(ReadStatus::More);
+                    self.request_offsets(true);
+                    return Ok(ReadStatus::Waiting(OFFSETS_PAUSE));
                 }
                 Some(Err(e)) => {
                     self.warn(e);

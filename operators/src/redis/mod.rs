@@ -1,5 +1,5 @@
 //! Redis: the spec-level settings and key templates (always built) and, with the `redis`
-//! feature, the sink ([`RedisCommitter`]): a two-phase sink whose writes carry a version and
+//! feature, the sink (`RedisCommitter`): a two-phase sink whose writes carry a version and
 //! are applied by small Lua compare-and-set scripts, so that a replay or a recovery never
 //! overwrites a newer value with an older one.
 
