@@ -560,12 +560,20 @@ impl KafkaReader {
             }
         };
         self.pending = None;
-        let gone = match self.cursor.position {
-            Some(at) => at < low || at > high,
-            None => named,
-        };
-        if gone {
-            self.offset_out_of_range(low, high)?;
+        match self.cursor.position {
+            Some(at) if at < low || at > high => self.offset_out_of_range(low, high)?,
+            None if named => self.offset_out_of_range(low, high)?,
+            // Reported for this partition, yet its offset is on the broker (it moved between
+            // the report and the look): librdkafka stopped fetching it all the same.
+            Some(at) if named => {
+                tracing::warn!(
+                    "{}: the broker reported offset {at} out of range, but holds offsets \
+                     {low}..{high}; reading on at {at}",
+                    self.location
+                );
+                self.resume_at(at)?;
+            }
+            _ => {}
         }
         Ok(true)
     }
@@ -602,20 +610,25 @@ impl KafkaReader {
                 self.location
             ),
         }
-        // librdkafka stopped fetching the partition (a seek is refused in that state): it is
-        // assigned afresh at `low`, and its queue split off again (what arrives on the main
-        // queue meanwhile is kept for this reader, as at the start).
+        self.resume_at(low)
+    }
+
+    /// Reads on at `offset` after librdkafka stopped fetching the partition on an out-of-range
+    /// report (a seek is refused in that state): the partition is assigned afresh there and its
+    /// queue split off again (what arrives on the main queue meanwhile is kept for this
+    /// reader, as at the start).
+    fn resume_at(&mut self, offset: i64) -> Result<(), String> {
         let restart = || -> rdkafka::error::KafkaResult<()> {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&self.topic, self.partition);
             self.consumer.incremental_unassign(&tpl)?;
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(low))?;
+            tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(offset))?;
             self.consumer.incremental_assign(&tpl)
         };
         restart().map_err(|e| {
             format!(
-                "{}: cannot resume reading at offset {low}: {e}",
+                "{}: cannot resume reading at offset {offset}: {e}",
                 self.location
             )
         })?;
@@ -626,7 +639,7 @@ impl KafkaReader {
         if let Some(waker) = self.waker.clone() {
             self.set_waker(waker);
         }
-        self.cursor.position = Some(low);
+        self.cursor.position = Some(offset);
         Ok(())
     }
 
